@@ -1,0 +1,393 @@
+"""Read medical volumes with their geometry; write NIfTI atomically.
+
+One reader for every input the tools accept:
+
+* ``.nii`` / ``.nii.gz`` through nibabel (array in the file's (i, j, k) voxel order, header
+  kept so outputs can carry the same qform/sform),
+* a DICOM series folder through SimpleITK's series reader,
+* ``.nrrd``, ``.mha``, ``.mhd`` and other formats SimpleITK reads.
+
+Whatever the source, :class:`Image` holds the array in (i, j, k) voxel order and a 4x4 affine
+mapping voxel indices to RAS+ world millimetres (nibabel's convention: +x towards the
+patient's Right, +y Anterior, +z Superior). SimpleITK's LPS geometry and (z, y, x) arrays are
+converted on the way in.
+
+Every problem with an input is a :class:`~transunet_app.errors.UserError` whose one-line
+message names the file and the problem.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UserError
+
+#: File name endings read with nibabel.
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: File name endings read with SimpleITK (besides DICOM series folders).
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".img", ".hdr", ".vtk")
+
+# RAS <-> LPS: flip the sign of x and y.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Image:
+    """A 3D volume with its geometry.
+
+    Attributes:
+        array: voxel values, shape (I, J, K), in the file's voxel order (for NIfTI exactly as
+            nibabel returns it; scl_slope/inter applied). CT is usually int16 HU.
+        affine: (4, 4) float64, voxel index (i, j, k, 1) -> RAS+ world position in mm.
+        spacing: mm between voxel centres along each array axis, ``(si, sj, sk)``.
+        source: the file or DICOM folder read.
+        header: the nibabel NIfTI header (NIfTI input only, else ``None``); pass the image as
+            ``like=`` to :func:`write_nifti` to keep its qform/sform and codes.
+        meta: extra facts about the input: ``format`` ("nifti", "dicom", "sitk"),
+            ``orientation`` (axis codes such as "RAS"), ``dtype`` (stored data type), and for
+            DICOM ``series_uid``, ``series_count``, ``files``.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    source: Path
+    header: Any = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes of the voxel axes, e.g. ``"RAS"`` or ``"LPS"`` (nibabel convention)."""
+        import nibabel as nib
+
+        return "".join(nib.aff2axcodes(self.affine))
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
+    """Read one 3D volume with its geometry.
+
+    Args:
+        path: a ``.nii``/``.nii.gz`` file, a DICOM series folder, or a file SimpleITK reads
+            (``.nrrd``, ``.mha``, ``.mhd``, ...).
+        series_uid: for a DICOM folder holding several series, the SeriesInstanceUID to read;
+            by default the series with the most slices.
+
+    Returns:
+        The :class:`Image`. A 4D file with a single volume is squeezed to 3D.
+
+    Raises:
+        UserError: missing path, not an image, truncated or corrupt file, a 2D image, a 4D
+            image with several volumes, a zero-length axis, NaN/Inf voxels, colour/vector
+            voxels, or an unknown ``series_uid``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if path.is_dir():
+        image = _read_dicom_series(path, series_uid)
+    elif is_nifti_path(path):
+        image = _read_nifti(path)
+    else:
+        image = _read_sitk(path)
+    _check_volume(image)
+    image.meta.setdefault("orientation", image.orientation)
+    return image
+
+
+def _read_nifti(path: Path) -> Image:
+    import nibabel as nib
+
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file")
+    try:
+        img = nib.load(str(path), mmap=False)
+    except (nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise UserError(f"{path}: not a NIfTI image ({_short(exc)})") from None
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: unreadable or corrupt file ({_short(exc)})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise UserError(f"{path}: not a NIfTI image (found {type(img).__name__})")
+    try:
+        array = _scaled_data(img.dataobj)
+    except MemoryError:
+        raise UserError(f"{path}: too large to load into memory (shape {img.shape})") from None
+    except Exception as exc:  # EOFError, zlib.error, short reads: a damaged file, not a bug
+        raise UserError(f"{path}: truncated or corrupt data ({_short(exc)})") from None
+    header = img.header
+    meta = {"format": "nifti", "dtype": str(header.get_data_dtype())}
+    array = _squeeze_to_3d(array, path)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    return Image(array=array, affine=affine, spacing=_spacing(affine), source=path, header=header, meta=meta)
+
+
+def _scaled_data(dataobj) -> np.ndarray:
+    """Voxel values with scl_slope/inter applied, in a compact type.
+
+    nibabel would return float64 for any scaled file; CT stored as uint16 with intercept
+    -1024 is whole-numbered HU, so integer scaling stays integer (int16 when it fits) and
+    other scaling gives float32 (exact for integer HU), halving or quartering memory.
+    """
+    slope = getattr(dataobj, "slope", 1.0)
+    inter = getattr(dataobj, "inter", 0.0)
+    if not hasattr(dataobj, "get_unscaled") or (slope == 1.0 and inter == 0.0):
+        return np.asarray(np.asanyarray(dataobj))
+    raw = np.asarray(dataobj.get_unscaled())
+    if raw.dtype.kind in "iub" and float(slope).is_integer() and float(inter).is_integer():
+        out = raw.astype(np.int64) * int(slope) + int(inter)
+        for kind in (np.int16, np.int32):
+            info = np.iinfo(kind)
+            if out.size == 0 or (out.min() >= info.min and out.max() <= info.max):
+                return out.astype(kind)
+        return out
+    return (raw.astype(np.float32) * np.float32(slope) + np.float32(inter)).astype(np.float32)
+
+
+def _read_sitk(path: Path) -> Image:
+    import SimpleITK as sitk
+
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise UserError(f"{path}: not an image this tool can read ({_sitk_reason(exc)})") from None
+    return _from_sitk(img, path, {"format": "sitk"})
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    try:
+        uids = list(reader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError as exc:
+        raise UserError(f"{folder}: cannot scan for DICOM series ({_sitk_reason(exc)})") from None
+    if not uids:
+        raise UserError(f"{folder}: no DICOM series found in this folder")
+    files = {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+    if series_uid is not None:
+        if series_uid not in files:
+            raise UserError(f"{folder}: no DICOM series with UID {series_uid} (found: {', '.join(sorted(uids))})")
+        chosen = series_uid
+    else:
+        chosen = max(uids, key=lambda uid: (len(files[uid]), uid))
+    reader.SetFileNames(files[chosen])
+    try:
+        img = reader.Execute()
+    except RuntimeError as exc:
+        raise UserError(f"{folder}: cannot read DICOM series {chosen} ({_sitk_reason(exc)})") from None
+    meta = {"format": "dicom", "series_uid": chosen, "series_count": len(uids), "files": len(files[chosen])}
+    return _from_sitk(img, folder, meta)
+
+
+def _from_sitk(img, path: Path, meta: dict) -> Image:
+    import SimpleITK as sitk
+
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise UserError(f"{path}: {img.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image); expected a grey-value volume")
+    dim = img.GetDimension()
+    if dim == 2:
+        raise UserError(f"{path}: 2D image of size {tuple(img.GetSize())}; expected a 3D volume")
+    if dim == 4:
+        size = img.GetSize()
+        if size[3] != 1:
+            raise UserError(f"{path}: 4D image with {size[3]} volumes; expected a single 3D volume")
+        img = sitk.Extract(img, [size[0], size[1], size[2], 0], [0, 0, 0, 0])
+        dim = 3
+    if dim != 3:
+        raise UserError(f"{path}: {dim}D image; expected a 3D volume")
+    meta["dtype"] = str(sitk.GetArrayViewFromImage(img).dtype)
+    # SimpleITK arrays are (z, y, x); the Image contract is (i, j, k) = (x, y, z).
+    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(img.GetSpacing(), dtype=np.float64)[None, :]
+    lps[:3, 3] = img.GetOrigin()
+    affine = _LPS_TO_RAS @ lps
+    return Image(array=array, affine=affine, spacing=_spacing(affine), source=path, header=None, meta=meta)
+
+
+def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim > 3:
+        extra = array.shape[3:]
+        n_volumes = int(np.prod(extra))
+        if n_volumes > 1:
+            raise UserError(f"{path}: {array.ndim}D image with {n_volumes} volumes (shape {array.shape}); expected a single 3D volume")
+        array = array.reshape(array.shape[:3])
+    if array.ndim < 3:
+        raise UserError(f"{path}: {array.ndim}D image of shape {array.shape}; expected a 3D volume")
+    return array
+
+
+def _check_volume(image: Image) -> None:
+    arr, path = image.array, image.source
+    if 0 in arr.shape:
+        raise UserError(f"{path}: zero-length axis in image shape {arr.shape}")
+    if arr.dtype.kind == "c" or arr.dtype.fields is not None:
+        raise UserError(f"{path}: unsupported voxel type {arr.dtype}; expected real grey values")
+    if arr.dtype.kind == "f":
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise UserError(f"{path}: {bad} voxels are NaN or infinite")
+    if not np.all(np.isfinite(image.affine)) or abs(np.linalg.det(image.affine[:3, :3])) < 1e-12:
+        raise UserError(f"{path}: invalid geometry (singular or non-finite affine)")
+
+
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _sitk_reason(exc: BaseException) -> str:
+    # SimpleITK messages are multi-line C++ traces; keep the most telling line.
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "description" in ln.lower() or "unable" in ln.lower() or "could not" in ln.lower():
+            return ln.split(":", 1)[-1].strip()[:200]
+    return lines[-1][:200] if lines else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Write a file through a temporary file in the same folder, then rename it into place.
+
+    Args:
+        path: the final file.
+        write: called with the temporary path; must create the file there. Its name ends
+            with the same suffix(es) as ``path`` (``.nii.gz`` stays ``.nii.gz``).
+        overwrite: replace an existing ``path``. Without it an existing file is an error,
+            also when it appears while writing (the final step never clobbers).
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        UserError: the file exists and ``overwrite`` is false, or the folder is missing.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists (use --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: output folder does not exist")
+    ext = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{ext}")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:  # link() refuses an existing target: no clobbering even in a race
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UserError(f"{path}: already exists (use --overwrite to replace it)") from None
+            except OSError:  # file systems without hard links
+                if path.exists():
+                    raise UserError(f"{path}: already exists (use --overwrite to replace it)") from None
+                os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_nifti(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    like: Image | np.ndarray,
+    dtype: Any = None,
+    overwrite: bool = False,
+    description: str | None = None,
+) -> Path:
+    """Write a volume as NIfTI with the geometry of a reference, atomically.
+
+    Args:
+        path: output ``.nii`` or ``.nii.gz`` file.
+        array: voxel values in the reference's (i, j, k) voxel order; for an :class:`Image`
+            reference its shape must equal ``like.array.shape`` (trailing axes beyond three
+            are allowed, e.g. (I, J, K, C) probabilities).
+        like: the reference. An :class:`Image` read from NIfTI passes on its header, so the
+            output keeps the qform and sform matrices and codes, ``pixdim`` (voxel spacing),
+            units and ``dim_info`` exactly; other images and a bare (4, 4) RAS affine give a
+            header whose qform and sform both hold that affine with code 1 (scanner).
+        dtype: stored data type (default: ``array.dtype``). Integer types must hold the
+            values; no intensity scaling is stored (scl_slope = NaN).
+        overwrite: replace an existing file.
+        description: text for the header's ``descrip`` field (80 bytes at most).
+
+    Returns:
+        The written path.
+
+    Raises:
+        UserError: the output exists without ``overwrite``, or its folder is missing.
+        ValueError: shape mismatch with the reference, values that do not fit ``dtype``, or a
+            path that does not end in ``.nii``/``.nii.gz`` (programming errors).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise ValueError(f"{path}: NIfTI output must end with .nii or .nii.gz")
+    array = np.asarray(array)
+    dtype = np.dtype(dtype if dtype is not None else array.dtype)
+    if dtype.kind in "iu" and array.size and array.dtype != dtype:
+        info = np.iinfo(dtype)
+        lo, hi = array.min(), array.max()
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"values {lo}..{hi} do not fit {dtype}")
+        if array.dtype.kind == "f" and not np.array_equal(np.rint(array), array):
+            raise ValueError(f"non-integer values cannot be stored as {dtype}")
+    data = array.astype(dtype, copy=False)
+
+    header = like.header if isinstance(like, Image) else None
+    if isinstance(like, Image):
+        if data.shape[:3] != like.array.shape:
+            raise ValueError(f"array shape {data.shape} does not match the reference {like.array.shape}")
+        affine = like.affine
+    else:
+        affine = np.asarray(like, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError("like must be an Image or a (4, 4) affine")
+
+    if isinstance(header, nib.Nifti1Header):
+        hdr = header.copy()
+        klass = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+        hdr.set_data_dtype(dtype)
+        hdr.set_slope_inter(np.nan, np.nan)
+        hdr["cal_min"] = 0
+        hdr["cal_max"] = 0
+        # affine=None: nibabel keeps the header's qform/sform exactly instead of re-deriving them.
+        img = klass(data, None, header=hdr)
+    else:
+        img = nib.Nifti1Image(data, affine)
+        img.header.set_data_dtype(dtype)
+        img.header.set_qform(affine, code=1)
+        img.header.set_sform(affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+    if description is not None:
+        img.header["descrip"] = description.encode("ascii", "replace")[:79]
+
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite)
