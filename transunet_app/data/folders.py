@@ -121,10 +121,10 @@ def split_cases(names: list[str], test_fraction: float = 0.2, seed: int = 0) -> 
 
 
 def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: str | os.PathLike | None = None,
-                   splits_yaml: str | os.PathLike | None = None, test_fraction: float = 0.2, seed: int = 0,
+                   splits_yaml: str | os.PathLike | None = None, splits: dict | None = None, test_fraction: float = 0.2, seed: int = 0,
                    hu_window: tuple[float, float] = HU_WINDOW, overwrite: bool = False, progress: bool = False,
                    report_skip: Callable[[str, str], None] | None = None, synthetic: bool = False,
-                   _output_checked: bool = False) -> PrepareReport:
+                   source_extra: dict | None = None, _output_checked: bool = False) -> PrepareReport:
     """Prepare an imagesTr/labelsTr folder into the official layout (see module docstring).
 
     Args:
@@ -132,6 +132,7 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
         out: output folder (must be empty unless ``overwrite``).
         labels_yaml: label spec YAML; takes precedence over ``dataset.json``.
         splits_yaml: ``train:``/``test:`` lists of case names.
+        splits: the same as a dict (takes precedence over ``splits_yaml``).
         test_fraction: share of cases held out as test volumes when no split is given.
         seed: seed of that deterministic split.
         hu_window: HU clipping window.
@@ -139,6 +140,7 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
         progress: tqdm progress bar.
         report_skip: called as ``(case, reason)`` for each skipped case.
         synthetic: mark the dataset as synthetic in dataset.yaml (the phantom does).
+        source_extra: more facts recorded under ``source`` in dataset.yaml.
 
     Returns:
         A :class:`~transunet_app.data.synapse.PrepareReport`.
@@ -164,7 +166,9 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
     for note in notes:
         skip("-", note)
 
-    if splits_yaml is not None:
+    if splits is not None:
+        split_lists = {"train": list(splits.get("train") or []), "test": list(splits.get("test") or [])}
+    elif splits_yaml is not None:
         split_lists = labels_mod.load_splits(splits_yaml)
     elif yaml_splits is not None:
         if not isinstance(yaml_splits, dict):
@@ -193,9 +197,10 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
         raise UserError(f"{src}: no case with both an image and a label to prepare")
     info = base_info(spec, hu_window, {"kind": "folder", "src": str(src.resolve()),
                                        "labels": str(labels_yaml) if labels_yaml else str(json_path),
-                                       "split": str(splits_yaml) if splits_yaml else
+                                       "split": "given" if splits is not None else str(splits_yaml) if splits_yaml else
                                        ("labels YAML" if yaml_splits is not None else
-                                        f"random test_fraction={test_fraction} seed={seed}")},
+                                        f"random test_fraction={test_fraction} seed={seed}"),
+                                       **(source_extra or {})},
                      synthetic=synthetic)
     report = prepare_cases(cases, out_dir, spec, info, hu_window, progress, skip)
     if early:
