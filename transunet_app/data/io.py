@@ -120,6 +120,9 @@ def _read_nifti(path: Path) -> Image:
         raise UserError(f"{path}: unreadable or corrupt file ({_short(exc)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise UserError(f"{path}: not a NIfTI image (found {type(img).__name__})")
+    dims = tuple(int(d) for d in img.header["dim"][1: int(img.header["dim"][0]) + 1])
+    if 0 in dims:
+        raise UserError(f"{path}: zero-length axis in image shape {dims}")
     try:
         array = _scaled_data(img.dataobj)
     except MemoryError:
@@ -256,11 +259,15 @@ def _short(exc: BaseException) -> str:
 
 
 def _sitk_reason(exc: BaseException) -> str:
-    # SimpleITK messages are multi-line C++ traces; keep the most telling line.
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # SimpleITK messages are multi-line C++ traces that repeat the path; keep the gist.
+    text = str(exc)
+    if "Unable to determine ImageIO reader" in text:
+        return "unrecognised format or not an image"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
-        if "description" in ln.lower() or "unable" in ln.lower() or "could not" in ln.lower():
-            return ln.split(":", 1)[-1].strip()[:200]
+        if any(key in ln.lower() for key in ("description", "unable", "could not", "error")):
+            reason = ln.split("ERROR:", 1)[-1].split("Description:", 1)[-1].strip(" :")
+            return reason[:200]
     return lines[-1][:200] if lines else type(exc).__name__
 
 
