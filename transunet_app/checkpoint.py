@@ -1,0 +1,121 @@
+"""Self-describing checkpoints: everything ``segment`` needs, nothing executable.
+
+A checkpoint is a plain dict saved with ``torch.save`` and read with ``weights_only=True``:
+
+``format``        ``"transunet_app/1"``
+``model``         ``build_model`` arguments: ``{"name", "num_classes", "img_size", "overrides"}``
+``state_dict``    model tensors
+``classes``       class names, index = label value (``classes[0] == "background"``)
+``preprocessing`` ``{"in_channels", "img_size": [H, W], "hu_window": [lo, hi],
+                  "normalization": "window_to_unit", "orientation": "SPL",
+                  "slice_axis": "axial"}``
+``training``      optional resume state (optimizer, scheduler, scaler, RNG as tensors, epoch,
+                  iteration ...); only plain containers, numbers, strings and tensors
+``metrics``       optional validation metrics
+``config``        optional resolved run config (plain dict)
+``software``      ``{"transunet_app": version, "torch": version}``
+
+Only plain types are allowed so that ``torch.load(weights_only=True)`` can read the file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Optional
+
+import torch
+
+from . import __version__
+from .errors import CheckpointError
+from .models.pretrained import OWN_FORMAT, torch_load_safe
+
+DEFAULT_PREPROCESSING = {
+    "in_channels": 1,
+    "img_size": [224, 224],
+    "hu_window": [-125.0, 275.0],
+    "normalization": "window_to_unit",
+    "orientation": "SPL",
+    "slice_axis": "axial",
+}
+
+
+def make_checkpoint(model, classes, preprocessing: Optional[dict] = None,
+                    training: Optional[dict] = None, metrics: Optional[dict] = None,
+                    config: Optional[dict] = None) -> dict:
+    """Assemble the checkpoint dict for ``model`` (built by ``build_model``)."""
+    from .models import model_config
+
+    if len(classes) != model.num_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} "
+                         f"classes")
+    prep = dict(DEFAULT_PREPROCESSING)
+    prep.update(preprocessing or {})
+    return {
+        "format": OWN_FORMAT,
+        "model": model_config(model),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "preprocessing": prep,
+        "training": training,
+        "metrics": metrics,
+        "config": config,
+        "software": {"transunet_app": __version__, "torch": str(torch.__version__)},
+    }
+
+
+def save_checkpoint(path, checkpoint: dict) -> None:
+    """Write atomically: a temp file in the same folder, then ``os.replace``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path) -> dict:
+    """Read and validate one of our checkpoints (safe: ``weights_only=True``).
+
+    Raises:
+        CheckpointError: missing/corrupt file, pickled code, or not our format.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    ckpt = torch_load_safe(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != OWN_FORMAT:
+        raise CheckpointError(f"{path}: not a transunet_app checkpoint (an official TransUNet "
+                              f"or ImageNet weight file is loaded with load_pretrained, or "
+                              f"converted with tools/convert_official.py)")
+    for key in ("model", "state_dict", "classes", "preprocessing"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    if len(ckpt["classes"]) != ckpt["model"]["num_classes"]:
+        raise CheckpointError(f"{path}: {len(ckpt['classes'])} class names but the model has "
+                              f"{ckpt['model']['num_classes']} classes")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> Any:
+    """Rebuild the model recorded in ``ckpt`` and load its weights (strict)."""
+    from .models import build_model
+
+    spec = ckpt["model"]
+    try:
+        model = build_model(spec["name"], spec["num_classes"], img_size=spec["img_size"],
+                            **spec.get("overrides", {}))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {spec.get('name')!r}: {exc}") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit {spec['name']}: "
+                              f"{' '.join(first[1:2]).strip() or first[0]}") from None
+    return model

@@ -1,0 +1,145 @@
+"""Building blocks shared by the encoder families.
+
+Everything here is dtype-agnostic (no hard ``.float()`` casts), so a model runs in float64 for
+fidelity checks and under bf16 autocast for speed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability ``p``."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class StdConv2d(nn.Conv2d):
+    """Conv2d with weight standardisation (BiT / ResNetV2), as in the official TransUNet.
+
+    The weight of each output channel is normalised to zero mean and unit (biased) variance with
+    ``eps`` added to the variance: ``w' = (w - mean) / sqrt(var + eps)``. TransUNet uses
+    ``eps = 1e-5`` (timm's StdConv2dSame uses 1e-8, which is why it is not interchangeable).
+    """
+
+    def __init__(self, *args, eps: float = 1e-5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    def standardized_weight(self) -> torch.Tensor:
+        var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return (self.weight - mean) / torch.sqrt(var + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+
+class Mlp(nn.Module):
+    """Transformer MLP: Linear -> GELU (erf) -> Dropout -> Linear -> Dropout. Tokens (B, N, C)."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on tokens (B, N, C) with a fused q/k/v projection.
+
+    The product runs through ``scaled_dot_product_attention`` (flash/memory-efficient kernels).
+    With ``return_attention=True`` the softmax map (B, heads, N, N) is computed explicitly and
+    returned too (the official ``vis`` mode); the output is the same.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        weights = None
+        if return_attention:
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, self.attn_drop, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(out)), weights
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ViT block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``. Tokens (B, N, C)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                              proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_dim, drop=drop)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        y, weights = self.attn(self.norm1(x), return_attention)
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+def resize_pos_embed_grid(pos: torch.Tensor, new_grid: tuple[int, int]) -> torch.Tensor:
+    """Resize grid position embeddings (1, Hg*Wg, C) to ``new_grid`` by bilinear interpolation
+    with aligned corners (the same sampling as ``scipy.ndimage.zoom(order=1)``, which the
+    official TransUNet loader uses). The old grid must be square or is given by ``pos_grid``.
+    """
+    n_old = pos.shape[1]
+    gs = int(round(n_old ** 0.5))
+    if gs * gs != n_old:
+        raise ValueError(f"cannot infer a square grid from {n_old} position embeddings")
+    return resize_pos_embed(pos, (gs, gs), new_grid)
+
+
+def resize_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
+                     new_grid: tuple[int, int]) -> torch.Tensor:
+    """Resize (1, Ho*Wo, C) grid position embeddings to (1, Hn*Wn, C), bilinear, corners aligned."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos
+    c = pos.shape[-1]
+    grid = pos.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=tuple(new_grid), mode="bilinear", align_corners=True)
+    return grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], c)
