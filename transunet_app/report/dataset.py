@@ -38,11 +38,21 @@ def load_metrics(path) -> dict:
     return doc
 
 
-def _pm(stat: Mapping, digits: int, scale: float = 1.0) -> str:
+def _pm(stat: Mapping, digits: int, n_cases: int | None = None) -> str:
+    """mean ± SD; the count is shown only when some cases were left out (undefined)."""
     if stat.get("mean") is None:
         return "–"
-    return (f"{stat['mean'] * scale:.{digits}f} &plusmn; {stat['std'] * scale:.{digits}f}"
-            f' <span class="muted small">(n={stat["n"]})</span>')
+    n = "" if stat["n"] == n_cases else f' <span class="muted small">(n={stat["n"]})</span>'
+    return f"{stat['mean']:.{digits}f} &plusmn; {stat['std']:.{digits}f}{n}"
+
+
+def _case_counts(sc: Mapping[str, int]) -> str:
+    parts = [f"{sc['both_present']} present"]
+    for key, word in (("missed", "missed"), ("false_positive", "false pos."),
+                      ("both_empty", "absent in both")):
+        if sc.get(key):
+            parts.append(f"<b>{sc[key]} {word}</b>" if key != "both_empty" else f"{sc[key]} {word}")
+    return ", ".join(parts)
 
 
 def dataset_flags(doc: Mapping) -> list[dict]:
@@ -121,21 +131,22 @@ def _paper_table(doc: Mapping, method: str) -> str:
 def _organ_table(doc: Mapping, colors: Mapping[str, str]) -> str:
     unit = doc.get("hd95_unit", "mm")
     tol = doc.get("nsd_tolerance_mm")
+    n_cases = len(doc["cases"])
     rows = ["<tr><th>Organ</th><th class=num>Dice</th>"
             f"<th class=num>HD95 ({H.esc(unit)})</th><th class=num>ASSD (mm)</th>"
             f"<th class=num>NSD @ {H.fmt(tol, 1)} mm</th>"
             "<th class=num>Predicted vol. (mL)</th><th class=num>Reference vol. (mL)</th>"
-            "<th>Cases: both present / both empty / missed / false positive</th></tr>"]
+            "<th>Cases</th></tr>"]
     for o, s in doc["summary"]["organs"].items():
-        sc = s["status_counts"]
         rows.append(
-            f"<tr><td>{H.swatch(colors[o])}{H.esc(o)}</td><td class=num>{_pm(s['dice'], 3)}</td>"
-            f"<td class=num>{_pm(s['hd95'], 2)}</td><td class=num>{_pm(s['assd_mm'], 2)}</td>"
-            f"<td class=num>{_pm(s['nsd'], 3)}</td>"
-            f"<td class=num>{_pm(s['pred_volume_ml'], 0)}</td>"
-            f"<td class=num>{_pm(s['ref_volume_ml'], 0)}</td>"
-            f"<td>{sc['both_present']} / {sc['both_empty']} / {sc['missed']} / "
-            f"{sc['false_positive']}</td></tr>")
+            f'<tr><td class="organ">{H.swatch(colors[o])}{H.esc(o)}</td>'
+            f"<td class=num>{_pm(s['dice'], 3, n_cases)}</td>"
+            f"<td class=num>{_pm(s['hd95'], 2, n_cases)}</td>"
+            f"<td class=num>{_pm(s['assd_mm'], 2, n_cases)}</td>"
+            f"<td class=num>{_pm(s['nsd'], 3, n_cases)}</td>"
+            f"<td class=num>{_pm(s['pred_volume_ml'], 0, n_cases)}</td>"
+            f"<td class=num>{_pm(s['ref_volume_ml'], 0, n_cases)}</td>"
+            f"<td class=small>{_case_counts(s['status_counts'])}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -187,7 +198,7 @@ def build_dataset_report(metrics_path, provenance: Mapping | None = None) -> tup
         "Checkpoint": prov.pop("checkpoint", None),
         "Checkpoint SHA-256": prov.pop("checkpoint_sha256", None),
         "Metrics file": str(metrics_path),
-        "Evaluated": doc.get("created"),
+        "Evaluated": str(doc.get("created") or "").replace("T", " ").replace("+00:00", " UTC"),
         "Evaluation software": f"transunet-app {doc.get('software', {}).get('version', '?')}",
         "Report software": f"transunet-app {prov.pop('software_version', __version__)}",
         "Report created": prov.pop("date", None) or H.now_utc(),
@@ -216,8 +227,10 @@ def build_dataset_report(metrics_path, provenance: Mapping | None = None) -> tup
         H.flag_list(flags, "No missed organs, no false positives, no low Dice."),
         "<h2>Per organ</h2>",
         _organ_table(doc, colors),
-        '<p class="small muted">mean &plusmn; standard deviation over the cases where the value '
-        "is defined (n). ASSD: average symmetric surface distance. NSD: normalised surface Dice, "
+        '<p class="small muted">mean &plusmn; standard deviation over the cases; (n=...) when the '
+        "value is undefined in some cases (organ empty in prediction or reference). Cases: "
+        "present = organ in both prediction and reference; missed = in the reference only; "
+        "false pos. = in the prediction only. ASSD: average symmetric surface distance. NSD: normalised surface Dice, "
         "the fraction of both outlines lying within the tolerance of the other.</p>",
         f"<figure>{H.img_tag(dice_png, 'Dice box plot per organ')}"
         "<figcaption>Dice per organ: box = middle half of the cases, line = median, dots = "

@@ -50,7 +50,8 @@ def choose_axial_slices(labels_ras: np.ndarray, label_ids: Sequence[int], n: int
 
     Greedy cover: an organ is "shown" on a slice holding at least 40% of its largest axial
     cross-section; each pick is the slice showing the most organs not yet shown (ties: more
-    labelled area). Returned sorted from superior to inferior, like scrolling down in a viewer.
+    labelled area). Remaining picks go to well-filled slices far from those already chosen.
+    Returned sorted from superior to inferior, like scrolling down in a viewer.
     """
     ids = [int(i) for i in label_ids]
     if not ids:
@@ -69,8 +70,23 @@ def choose_axial_slices(labels_ras: np.ndarray, label_ids: Sequence[int], n: int
         z = int(np.argmax(score))
         chosen.append(z)
         covered |= shows[:, z]
-    if not chosen and total.any():
-        chosen = [int(np.argmax(total))]
+    # Fill up to n with well-filled slices (>= 25% of the fullest) far from those chosen, so
+    # the set spans the organs from top to bottom instead of repeating one level.
+    candidates = np.array([], dtype=int)
+    if total.any():
+        fg = np.flatnonzero(total)
+        lo, hi = np.percentile(fg, [10, 90])  # keep away from the thin first/last slices
+        candidates = np.flatnonzero((total >= 0.25 * total.max()) & (np.arange(total.size) >= lo)
+                                    & (np.arange(total.size) <= hi))
+    while len(chosen) < n and candidates.size > len(set(chosen) & set(candidates.tolist())):
+        if chosen:
+            dist = np.min(np.abs(candidates[:, None] - np.asarray(chosen)[None, :]), axis=1)
+        else:
+            dist = total[candidates].astype(float)
+        z = int(candidates[int(np.argmax(dist))])
+        if z in chosen:
+            break
+        chosen.append(z)
     return sorted(chosen, reverse=True)
 
 

@@ -32,6 +32,7 @@ th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: lef
          vertical-align: top; }
 th { background: #f6f8fa; font-weight: 600; font-size: 13px; }
 td.num, th.num { text-align: right; white-space: nowrap; }
+td.organ { white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
           margin-right: 6px; vertical-align: -1px; border: 1px solid rgba(0,0,0,.25); }
 .flags { list-style: none; padding: 0; margin: 6px 0; }

@@ -128,11 +128,17 @@ def scan_flags(stats: Mapping[str, dict], image=None, volume_ranges: Mapping | N
                           + "; ".join(truncated) + "."))
     flags += _kidney_side_flags(stats)
     for name, m in (reference_metrics or {}).items():
-        d = m.get("dice")
-        if d is not None and np.isfinite(d) and d < REFERENCE_MIN_DICE and m.get("status") != "both_empty":
-            flags.append(Flag("reference_disagreement", "warning",
-                              f"{name.capitalize()} agrees poorly with the reference segmentation "
-                              f"(Dice {d:.2f} < {REFERENCE_MIN_DICE}).", name))
+        d, st = m.get("dice"), m.get("status")
+        if st == "false_positive":
+            msg = f"{name.capitalize()} was segmented but is absent from the reference segmentation."
+        elif st == "missed":
+            msg = f"{name.capitalize()} is in the reference segmentation but was not segmented."
+        elif st == "both_present" and d is not None and d < REFERENCE_MIN_DICE:
+            msg = (f"{name.capitalize()} agrees poorly with the reference segmentation "
+                   f"(Dice {d:.2f} < {REFERENCE_MIN_DICE}).")
+        else:
+            continue
+        flags.append(Flag("reference_disagreement", "warning", msg, name))
     flags.sort(key=lambda f: SEVERITY_ORDER[f.severity])
     return flags
 

@@ -22,6 +22,10 @@ _STATUS_TEXT = {"complete": "complete", "absent": "not found",
                 "touches_image_edge": "cut off at scan edge"}
 
 
+_REF_STATUS_TEXT = {"false_positive": "not in reference", "missed": "not segmented",
+                    "both_empty": "absent in both"}
+
+
 def _provenance(provenance: Mapping | None, image_path, label_path, reference_path) -> dict:
     from .. import __version__
 
@@ -66,7 +70,7 @@ def _organ_table(stats: dict, ranges: dict, ref_metrics: dict | None, colors: di
         hu = s.get("hu")
         hu_txt = f"{hu['mean']:.0f} &plusmn; {hu['std']:.0f}" if hu else "–"
         cells = [
-            f"<td>{H.swatch(colors[name])}{H.esc(name)}</td>",
+            f'<td class="organ">{H.swatch(colors[name])}{H.esc(name)}</td>',
             f'<td class="status-{H.esc(s["status"])}">{H.esc(status)}</td>',
             f"<td class=num>{_volume_cell(s)}</td>",
             f"<td class=num>{f'{rng[0]:.0f}–{rng[1]:.0f}' if rng else '–'}</td>",
@@ -76,9 +80,15 @@ def _organ_table(stats: dict, ranges: dict, ref_metrics: dict | None, colors: di
         ]
         if ref_metrics is not None:
             m = ref_metrics.get(name, {})
-            cells += [f"<td class=num>{H.fmt(m.get('ref_volume_ml'), 1)}</td>",
-                      f"<td class=num>{H.fmt(m.get('dice'), 3)}</td>",
-                      f"<td class=num>{H.fmt(m.get('hd95_mm'), 1)}</td>"]
+            st = m.get("status")
+            ref_vol = H.fmt(m.get("ref_volume_ml"), 1) if st in ("both_present", "missed") else "–"
+            if st == "both_present":
+                dice_cells = (f"<td class=num>{H.fmt(m.get('dice'), 3)}</td>"
+                              f"<td class=num>{H.fmt(m.get('hd95_mm'), 1)}</td>")
+            else:
+                dice_cells = (f'<td colspan=2 class="num small">'
+                              f'{H.esc(_REF_STATUS_TEXT.get(st, st))}</td>')
+            cells += [f"<td class=num>{ref_vol}</td>", dice_cells]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
 
