@@ -76,7 +76,7 @@ def test_bad_options():
 
 def test_prepare_phantom_writes_raw_and_training_layout(tmp_path):
     out = tmp_path / "phantom"
-    report = prepare_phantom(out, cases=3, seed=2)
+    report = prepare_phantom(out, cases=3, seed=2, matrix=64, slices=12)
     assert report.train_cases == ["phantom_0001", "phantom_0002"] and report.test_cases == ["phantom_0003"]
     meta = json.loads((out / "raw" / "dataset.json").read_text())
     assert meta["synthetic"] is True and "NOT real" in meta["description"]
@@ -84,18 +84,19 @@ def test_prepare_phantom_writes_raw_and_training_layout(tmp_path):
     assert info["synthetic"] is True and info["orientation"] == "SPL"
     assert info["source"]["generator"] == "phantom" and info["source"]["seed"] == 2
     raw = read_image(out / "raw" / "imagesTr" / "phantom_0002.nii.gz")
-    ph = make_phantom((2, 1))
+    ph = make_phantom((2, 1), matrix=64, slices=12)
     assert np.array_equal(raw.array, ph.image) and np.allclose(raw.affine, ph.affine, atol=1e-4)
     slices = SynapseSlices(out)
     assert len(slices) == report.train_slices
     volumes = SynapseVolumes(out)
     vol = volumes[0]
-    canon_lab, reo = to_canonical(make_phantom((2, 2)).labels, make_phantom((2, 2)).affine)
+    third = make_phantom((2, 2), matrix=64, slices=12)
+    canon_lab, reo = to_canonical(third.labels, third.affine)
     assert np.array_equal(vol["label"].numpy(), canon_lab)
     assert vol["spacing"].tolist() == pytest.approx(list(reo.canonical_spacing), abs=1e-4)
     with pytest.raises(UserError, match="not empty"):
-        prepare_phantom(out, cases=2, seed=2)
-    report = prepare_phantom(out, cases=2, seed=4, overwrite=True)
+        prepare_phantom(out, cases=2, seed=2, matrix=32, slices=8)
+    report = prepare_phantom(out, cases=2, seed=4, matrix=32, slices=8, overwrite=True)
     assert len(list((out / "raw" / "imagesTr").iterdir())) == 2
     assert len(list((out / "train_npz").iterdir())) == report.train_slices
     with pytest.raises(UserError, match="at least 2"):

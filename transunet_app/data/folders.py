@@ -148,6 +148,8 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
     src = Path(src)
     if not src.is_dir():
         raise UserError(f"{src}: no such folder")
+    if not (src / "imagesTr").is_dir() or not (src / "labelsTr").is_dir():
+        raise UserError(f"{src}: expected imagesTr/ and labelsTr/ folders")
     skip = report_skip or (lambda name, reason: log.warning("skipped %s: %s", name, reason))
     json_path = src / "dataset.json"
     json_spec = read_dataset_json(json_path) if json_path.exists() else None

@@ -323,7 +323,7 @@ def _image_formation(rng, hu: np.ndarray, spacing: tuple) -> np.ndarray:
 
 
 def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size: str = "small",
-                    test_fraction: float = 0.25, overwrite: bool = False, progress: bool = False,
+                    matrix: int | None = None, slices: int | None = None, test_fraction: float = 0.25, overwrite: bool = False, progress: bool = False,
                     report_skip: Callable[[str, str], None] | None = None):
     """Write a synthetic dataset: raw NIfTI cases and the prepared training layout.
 
@@ -339,6 +339,7 @@ def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size:
         cases: number of cases (at least 2: one is always held out for testing).
         seed: dataset seed; case ``i`` is ``make_phantom((seed, i))``.
         size: phantom size preset.
+        matrix, slices: fixed in-plane matrix / slice count instead of the preset's ranges.
         test_fraction: share of the cases (the last ones) written as test volumes.
         overwrite: replace a previous phantom dataset in ``out``.
         progress: tqdm progress bars.
@@ -363,7 +364,7 @@ def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size:
             old.unlink()
     names = [f"phantom_{i + 1:04d}" for i in range(cases)]
     for i, name in enumerate(tqdm(names, desc="phantom", unit="case", disable=not progress, dynamic_ncols=True)):
-        ph = make_phantom((seed, i), size=size)
+        ph = make_phantom((seed, i), size=size, matrix=matrix, slices=slices)
         write_nifti(raw / "imagesTr" / f"{name}.nii.gz", ph.image, ph.affine, overwrite=True,
                     description=f"SYNTHETIC phantom seed={seed} case={i}")
         write_nifti(raw / "labelsTr" / f"{name}.nii.gz", ph.labels, ph.affine, overwrite=True,
@@ -386,4 +387,5 @@ def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size:
     splits = {"train": names[: cases - n_test], "test": names[cases - n_test:]}
     return prepare_folder(raw, out_dir, splits=splits, overwrite=True, progress=progress,
                           report_skip=report_skip, synthetic=True, _output_checked=True,
-                          source_extra={"generator": "phantom", "seed": seed, "cases": cases, "size": size})
+                          source_extra={"generator": "phantom", "seed": seed, "cases": cases, "size": size,
+                                        "matrix": matrix, "slices": slices})
