@@ -21,7 +21,8 @@ every orientation of one seed, so ``make_phantom(s, orientation="LPS")`` and
 
 Sizes: in-plane matrices are small by default (``size="small"``: 112-144 voxels across, so
 the body is a scaled-down abdomen about 70-140 mm wide at the real voxel spacing); "medium"
-(192-256) and "full" (512, adult size) are also available.
+(192-256) and "full" (512 x 512 like a scanner's field of view, adult size) are also
+available; a full case takes about half a minute.
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ SIZES = {
     "medium": ((192, 256), (40, 90)),
     "full": ((512, 512), (60, 160)),
 }
+#: Voxels evaluated at once (bounds the temporary arrays of large phantoms).
+_SLAB_VOXELS = 2_000_000
 #: Orientation codes real scanners and converters commonly write; others are drawn too.
 COMMON_ORIENTATIONS = ("RAS", "LPS", "LAS", "RPS", "LPI", "RAI", "LIP", "PSL")
 
@@ -99,6 +102,8 @@ def make_phantom(seed: int | Sequence[int] = 0, size: str = "small", matrix: int
     a = rng.uniform(0.40, 0.45) * fov_x  # body half-width, mm
     b = a * rng.uniform(0.68, 0.80)  # body half-depth, mm
     ny = int(min(nx, np.ceil(2 * b * rng.uniform(1.08, 1.2) / s_in)))
+    if size == "full" and not matrix:
+        ny = nx  # a scanner's square field of view (512 x 512)
     length = 2 * a * rng.uniform(0.80, 0.95)  # modelled abdomen (w = 0..1), mm
     nz = int(slices) if slices else int(np.clip(round(length * rng.uniform(0.85, 1.0) / s_z), n_lo, n_hi))
     if min(nx, ny, nz) < 2:
@@ -112,13 +117,24 @@ def make_phantom(seed: int | Sequence[int] = 0, size: str = "small", matrix: int
     w_centre = rng.uniform(0.45, 0.6) if cover < length else 0.5
     z0 = -w_centre * length  # world z of w = 0
 
-    # ---- anatomy on the world grid (RAS array order), then the requested layout
-    X, Y, Z = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32), zs.astype(np.float32), indexing="ij")
-    X, Y, Z = _deform(rng, X, Y, Z, a)
-    u = (X - cx) / a
-    v = (Y - cy) / b
-    w = (Z - z0) / length
-    hu, lab = _anatomy(rng, u, v, w, a, b, length, s_in, s_z)
+    # ---- anatomy on the world grid (RAS array order), then the requested layout.
+    # Evaluated in slabs of slices to bound memory for "full" volumes. Every slab replays the
+    # same random stream (organ parameters are scalar draws), so the result does not depend
+    # on the slab size.
+    hu = np.empty((nx, ny, nz), dtype=np.float32)
+    lab = np.empty((nx, ny, nz), dtype=np.uint8)
+    state = rng.bit_generator.state
+    step = max(1, _SLAB_VOXELS // (nx * ny))
+    for k0 in range(0, nz, step):
+        rng.bit_generator.state = state
+        X, Y, Z = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32),
+                              zs[k0:k0 + step].astype(np.float32), indexing="ij")
+        X, Y, Z = _deform(rng, X, Y, Z, a)
+        u = (X - np.float32(cx)) / np.float32(a)
+        v = (Y - np.float32(cy)) / np.float32(b)
+        w = (Z - np.float32(z0)) / np.float32(length)
+        del X, Y, Z
+        hu[:, :, k0:k0 + step], lab[:, :, k0:k0 + step] = _anatomy(rng, u, v, w, a, b, length, s_in, s_z)
     if noise:
         hu = _image_formation(rng, hu, (s_in, s_in, s_z))
     image = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
@@ -179,14 +195,15 @@ def _ellipsoid(u, v, w, c, r, angle=0.0):
 
 def _tube(u, v, w, points, radii, a, b, length):
     """Distance field (in units of the local radius) to a polyline through ``points``."""
-    P = np.stack([u * a, v * b, w * length], axis=-1)
+    P = (u * np.float32(a), v * np.float32(b), w * np.float32(length))
     best = np.full(u.shape, np.inf, dtype=np.float32)
-    pts = [np.array([p[0] * a, p[1] * b, p[2] * length]) for p in points]
+    pts = [np.array([p[0] * a, p[1] * b, p[2] * length], dtype=np.float32) for p in points]
     for (p0, p1), (r0, r1) in zip(zip(pts[:-1], pts[1:]), zip(radii[:-1], radii[1:])):
         seg = p1 - p0
-        t = np.clip(((P - p0) @ seg) / float(seg @ seg), 0.0, 1.0)
-        dist = np.linalg.norm(P - (p0 + t[..., None] * seg), axis=-1)
-        best = np.minimum(best, dist / ((r0 + t * (r1 - r0)) * a))
+        rel = [P[i] - p0[i] for i in range(3)]
+        t = np.clip(sum(rel[i] * seg[i] for i in range(3)) / np.float32(seg @ seg), 0.0, 1.0)
+        dist = np.sqrt(sum((rel[i] - t * seg[i]) ** 2 for i in range(3)))
+        best = np.minimum(best, dist / ((np.float32(r0) + t * np.float32(r1 - r0)) * np.float32(a)))
     return best
 
 
