@@ -8,9 +8,9 @@ Models see every volume as an array ``(D, H, W)``:
   shown on the image's left: the radiological display convention).
 
 In nibabel's axis codes (the direction each array axis points towards) that is ``"SPL"``,
-recorded as :data:`CANONICAL_ORIENTATION` in prepared datasets and checkpoints. It is also
-the frame of the TransUNet preprocessed Synapse data (BTCV volumes are stored LPS-like and
-were transposed to (z, y, x)).
+recorded as :data:`CANONICAL_ORIENTATION` in prepared datasets and checkpoints. It should
+also be the frame of the TransUNet preprocessed Synapse data (BTCV volumes carry LPS-like
+affines; their arrays transposed to (z, y, x) are SPL), not verified against that download.
 
 Going to this frame uses only axis permutations and flips chosen from the affine: no
 resampling, so :func:`from_canonical` restores the original voxel grid exactly. An oblique
