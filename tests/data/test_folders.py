@@ -93,3 +93,32 @@ def test_folder_errors(tmp_path):
         prepare_folder(src, tmp_path / "out")
     with pytest.raises(UserError, match="expected imagesTr"):
         prepare_folder(tmp_path, tmp_path / "out2")
+
+
+def test_real_ct_prepared_in_canonical_frame(shared_ct, tmp_path):
+    """The real CT (RAS storage) goes through `prepare folder`: slices come out in the SPL frame."""
+    ct, lab = shared_ct
+    src = tmp_path / "real"
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "labelsTr").mkdir()
+    (src / "imagesTr" / "abdomen.nii.gz").symlink_to(ct.resolve())
+    (src / "labelsTr" / "abdomen.nii.gz").symlink_to(lab.resolve())
+    spec = tmp_path / "labels.yaml"
+    spec.write_text("classes: [background, aorta, gallbladder, left kidney, right kidney, liver, pancreas, "
+                    "spleen, stomach]\n")
+    report = prepare_folder(src, tmp_path / "out", labels_yaml=spec)
+    assert report.train_cases == ["abdomen"] and report.train_slices == 30
+    slices = SynapseSlices(tmp_path / "out")
+    labels = np.stack([slices[i]["label"].numpy() for i in range(len(slices))])
+    images = np.stack([slices[i]["image"].numpy() for i in range(len(slices))])
+    assert labels.shape == (30, 101, 122) and 0 <= images.min() and images.max() <= 1
+    liver = np.argwhere(labels == 5).mean(axis=0)
+    spleen = np.argwhere(labels == 7).mean(axis=0)
+    aorta = np.argwhere(labels == 1).mean(axis=0)
+    kidneys = np.argwhere((labels == 3) | (labels == 4)).mean(axis=0)
+    assert liver[2] < 61 < spleen[2]  # patient's right on the image's left
+    assert aorta[1] < kidneys[1]  # rows run anterior -> posterior
+    info = read_dataset_info(tmp_path / "out")
+    assert info["cases"]["abdomen"]["source_orientation"] == "RAS"
+    assert info["cases"]["abdomen"]["spacing"] == [3.0, 3.0, 3.0]
+    assert (ct.resolve().stat().st_size > 0) and not list(src.rglob(".*.part*"))  # inputs untouched

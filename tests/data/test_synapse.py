@@ -201,3 +201,12 @@ def test_flat_layout_and_custom_map(tmp_path):
     with h5py.File(tmp_path / "out" / "test_vol_h5" / "case0012.npy.h5", "r") as f:
         assert set(np.unique(f["label"][:]).tolist()) <= {0, 1}
     assert read_dataset_info(tmp_path / "out")["classes"] == ["background", "liver"]
+
+
+def test_nothing_usable_leaves_no_half_dataset(tmp_path):
+    raw = tmp_path / "raw"
+    save_nifti(raw / "img" / "img0001.nii.gz", np.zeros((6, 6, 3), np.int16), LPS)
+    save_nifti(raw / "label" / "label0001.nii.gz", np.zeros((6, 6, 2), np.uint8), LPS)
+    with pytest.raises(UserError, match="no case could be prepared"):
+        prepare_synapse(raw, tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())

@@ -224,6 +224,15 @@ class LayoutWriter:
         }
         return written
 
+    def abandon(self) -> None:
+        """Nothing was written: remove the marker and the (empty) folders again."""
+        (self.out / INCOMPLETE_MARKER).unlink(missing_ok=True)
+        for sub in (TRAIN_DIR, TEST_DIR, LISTS_DIR):
+            try:
+                (self.out / sub).rmdir()
+            except OSError:  # not empty: leave it
+                pass
+
     def finish(self, info: dict) -> Path:
         """Write the lists and ``dataset.yaml`` (``info`` plus the per-case records)."""
         lists = self.out / LISTS_DIR
@@ -327,6 +336,7 @@ def prepare_cases(cases: list[CaseSource], out_dir: Path, spec: dict, info: dict
         else:
             report.test_cases.append(case.name)
     if not report.train_cases and not report.test_cases:
+        writer.abandon()
         raise UserError(f"{out_dir}: no case could be prepared ({len(report.skipped)} skipped)")
     record = dict(info)
     record["splits"] = {"train": report.train_cases, "test": report.test_cases}
