@@ -103,10 +103,9 @@ def test_real_ct_prepared_in_canonical_frame(shared_ct, tmp_path):
     (src / "labelsTr").mkdir()
     (src / "imagesTr" / "abdomen.nii.gz").symlink_to(ct.resolve())
     (src / "labelsTr" / "abdomen.nii.gz").symlink_to(lab.resolve())
-    spec = tmp_path / "labels.yaml"
-    spec.write_text("classes: [background, aorta, gallbladder, left kidney, right kidney, liver, pancreas, "
-                    "spleen, stomach]\n")
-    report = prepare_folder(src, tmp_path / "out", labels_yaml=spec)
+    from transunet_app.data.labels import DATASETS_DIR
+
+    report = prepare_folder(src, tmp_path / "out", labels_yaml=DATASETS_DIR / "synapse" / "labels_8class.yaml")
     assert report.train_cases == ["abdomen"] and report.train_slices == 30
     slices = SynapseSlices(tmp_path / "out")
     labels = np.stack([slices[i]["label"].numpy() for i in range(len(slices))])

@@ -132,7 +132,7 @@ def test_dicom_series_gives_same_ras_affine_as_nifti(tmp_path):
     _write_dicom_series(_sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.200", n_first=3)
     dicom = read_image(tmp_path / "dicom")
     assert dicom.meta["format"] == "dicom" and dicom.meta["series_count"] == 2
-    assert dicom.meta["series_uid"] == "1.2.3.4.5.100"
+    assert dicom.meta["series_uid"] == "1.2.3.4.5.100" and dicom.meta["modality"] == "CT"
     np.testing.assert_allclose(dicom.affine, nifti.affine, atol=1e-4)
     assert np.array_equal(dicom.array, vol)
     assert dicom.orientation == "LPS"

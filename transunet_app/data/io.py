@@ -50,7 +50,8 @@ class Image:
             ``like=`` to :func:`write_nifti` to keep its qform/sform and codes.
         meta: extra facts about the input: ``format`` ("nifti", "dicom", "sitk"),
             ``orientation`` (axis codes such as "RAS"), ``dtype`` (stored data type), and for
-            DICOM ``series_uid``, ``series_count``, ``files``.
+            DICOM ``series_uid``, ``series_count``, ``files``, ``modality`` and
+            ``series_description`` (when the files carry them).
     """
 
     array: np.ndarray
@@ -188,11 +189,15 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     else:
         chosen = max(uids, key=lambda uid: (len(files[uid]), uid))
     reader.SetFileNames(files[chosen])
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         raise UserError(f"{folder}: cannot read DICOM series {chosen} ({_sitk_reason(exc)})") from None
     meta = {"format": "dicom", "series_uid": chosen, "series_count": len(uids), "files": len(files[chosen])}
+    for tag, key in (("0008|0060", "modality"), ("0008|103e", "series_description")):
+        if reader.HasMetaDataKey(0, tag):
+            meta[key] = reader.GetMetaData(0, tag).strip()
     return _from_sitk(img, folder, meta)
 
 
@@ -291,6 +296,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
         UserError: the file exists and ``overwrite`` is false, or the folder is missing.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a file name")
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists (use --overwrite to replace it)")
     if not path.parent.is_dir():
