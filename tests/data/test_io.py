@@ -1,5 +1,4 @@
 """Reading volumes with exact geometry and writing NIfTI atomically."""
-import gzip
 import os
 
 import nibabel as nib
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from transunet_app.data.io import Image, read_image, write_nifti
+from transunet_app.data.io import read_image, write_nifti
 from transunet_app.errors import UserError
 
 from .conftest import save_nifti
