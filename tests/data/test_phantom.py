@@ -94,6 +94,10 @@ def test_prepare_phantom_writes_raw_and_training_layout(tmp_path):
     canon_lab, reo = to_canonical(third.labels, third.affine)
     assert np.array_equal(vol["label"].numpy(), canon_lab)
     assert vol["spacing"].tolist() == pytest.approx(list(reo.canonical_spacing), abs=1e-4)
+    from transunet_app.data.folders import prepare_folder
+
+    prepare_folder(out / "raw", tmp_path / "again")  # re-preparing the raw phantom keeps the mark
+    assert read_dataset_info(tmp_path / "again")["synthetic"] is True
     with pytest.raises(UserError, match="not empty"):
         prepare_phantom(out, cases=2, seed=2, matrix=32, slices=8)
     report = prepare_phantom(out, cases=2, seed=4, matrix=32, slices=8, overwrite=True)

@@ -69,6 +69,7 @@ def read_dataset_json(path: Path) -> dict:
     spec = labels_mod.validate_label_spec({"name": raw.get("name", ""), "classes": classes}, str(path))
     spec["modality"] = [str(v) for v in channels.values()] if isinstance(channels, dict) else []
     spec["training"] = raw.get("training")
+    spec["synthetic"] = bool(raw.get("synthetic", False))
     return spec
 
 
@@ -197,6 +198,8 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
     out_dir = Path(out) if _output_checked else ensure_output_dir(out, overwrite, inputs=[src])
     if not cases:
         raise UserError(f"{src}: no case with both an image and a label to prepare")
+    # A folder that says it is synthetic (the phantom's raw/) stays marked synthetic.
+    synthetic = synthetic or bool(json_spec and json_spec.get("synthetic"))
     info = base_info(spec, hu_window, {"kind": "folder", "src": str(src.resolve()),
                                        "labels": str(labels_yaml) if labels_yaml else str(json_path),
                                        "split": "given" if splits is not None else str(splits_yaml) if splits_yaml else
