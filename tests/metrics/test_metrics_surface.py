@@ -151,3 +151,15 @@ def test_real_organ_masks_match_medpy(real_labels, organ):
     for sp in (spacing, (0.78, 0.78, 2.5)):
         expected = medpy_binary.hd95(pred, gt, voxelspacing=sp)
         assert hd95(pred, gt, sp) == pytest.approx(expected, rel=1e-6)
+
+
+def test_memory_layouts_give_the_same_result(blob):
+    # nibabel returns Fortran-ordered arrays; slicing gives strided views
+    pred, gt = blob((14, 18, 16), 21), blob((14, 18, 16), 22)
+    sp = (1.5, 0.8, 2.0)
+    expected = medpy_binary.hd95(pred, gt, voxelspacing=sp)
+    big_p = np.zeros((28, 18, 16), bool)
+    big_p[::2] = pred
+    for p, g in ((np.asfortranarray(pred), np.asfortranarray(gt)), (big_p[::2], gt),
+                 (np.asfortranarray(pred), gt)):
+        assert hd95(p, g, sp) == pytest.approx(expected, rel=1e-6)

@@ -69,7 +69,8 @@ def test_scan_report_with_reference_and_sidecar_names(phantom_files, tmp_path):
     nib.save(nib.Nifti1Image(ref, AFFINE), str(ref_path))
     (tmp_path / "scan_labels.json").write_text(json.dumps({"labels": {
         "0": "background", "1": "aorta", "2": "gallbladder", "3": "left kidney",
-        "4": "right kidney", "5": "liver", "6": "pancreas", "7": "spleen", "8": "stomach"}}))
+        "4": "right kidney", "5": "liver", "6": "pancreas", "7": "spleen", "8": "stomach"},
+        "model": {"name": "sidecar-model"}, "checkpoint_sha256": "cd" * 32}))
     out = tmp_path / "r.html"
     res = write_scan_report(ct, labels, out, reference_path=ref_path)
     text = out.read_text(encoding="utf-8")
@@ -79,6 +80,7 @@ def test_scan_report_with_reference_and_sidecar_names(phantom_files, tmp_path):
     assert any(f["code"] == "reference_disagreement" and f["organ"] == "pancreas"
                for f in res["flags"])
     assert "scan_labels.json" in text  # label names source recorded
+    assert "sidecar-model" in text and "cd" * 32 in text  # provenance recorded by segment
 
 
 def test_scan_report_flags_swapped_kidneys_as_alert(tmp_path):

@@ -51,7 +51,10 @@ def _evaluate_pair(case, pred_path, gt_path, labels_yaml, convention, resample, 
         pred_arr = resample_nearest(pred, gt)
     labels, source = resolve_labels(pred_path, labels_yaml)
     organs = evaluate_case(pred_arr, gt.array, labels, gt.spacing, convention, nsd_tolerance)
-    present = set(np.unique(pred_arr).tolist()) | set(np.unique(gt.array).tolist())
+    # bincount over the raw memory order (no copy of Fortran-ordered NIfTI arrays); labels are
+    # non-negative integers (checked when loading)
+    present = {int(v) for arr in (pred_arr, gt.array)
+               for v in np.flatnonzero(np.bincount(arr.ravel(order="K")))}
     unnamed = sorted(int(v) for v in present - set(labels) - {0})
     return {
         "case": case, "pred": str(pred_path), "gt": str(gt_path),

@@ -156,11 +156,11 @@ def _parse_label_mapping(raw, source: str) -> dict[int, str]:
     return out
 
 
-def read_sidecar_labels(label_path) -> dict[int, str] | None:
-    """Label names from ``<stem>.json`` next to a label map, or ``None`` when there is none.
+def read_sidecar(label_path) -> dict | None:
+    """The whole ``<stem>.json`` sidecar next to a label map, or ``None`` when there is none.
 
     Raises:
-        UserError: the sidecar exists but is not valid JSON or has no usable ``labels``.
+        UserError: the sidecar exists but is not a valid JSON object.
     """
     sc = sidecar_path(label_path)
     if not sc.is_file():
@@ -169,7 +169,25 @@ def read_sidecar_labels(label_path) -> dict[int, str] | None:
         raw = json.loads(sc.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"labels sidecar {sc}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict) or "labels" not in raw:
+    if not isinstance(raw, dict):
+        raise UserError(f"labels sidecar {sc}: expected a JSON object")
+    return raw
+
+
+def read_sidecar_labels(label_path) -> dict[int, str] | None:
+    """Label names from ``<stem>.json`` next to a label map, or ``None`` when there is none.
+
+    The sidecar (written by ``segment``) looks like
+    ``{"labels": {"0": "background", "1": "aorta", ...}, ...}``.
+
+    Raises:
+        UserError: the sidecar exists but is not valid JSON or has no usable ``labels``.
+    """
+    raw = read_sidecar(label_path)
+    if raw is None:
+        return None
+    sc = sidecar_path(label_path)
+    if "labels" not in raw:
         raise UserError(f"labels sidecar {sc}: has no \"labels\" mapping")
     return _parse_label_mapping(raw["labels"], str(sc))
 

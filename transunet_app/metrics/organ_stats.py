@@ -131,7 +131,9 @@ def organ_statistics(labels, image_hu=None, spacing_mm=None, class_names=None,
     edge_names = _edge_names(aff, 3)
     midline, midline_source = body_midline_x(lab, img, aff)
     # One pass for all bounding boxes instead of one full-volume scan per organ.
-    boxes = ndi.find_objects(lab.astype(np.int32, copy=False)) if lab.size else []
+    if not np.issubdtype(lab.dtype, np.integer):
+        lab = lab.astype(np.int32)
+    boxes = ndi.find_objects(lab, max_label=max(names, default=0)) if lab.size else []
     structure = np.ones((3, 3, 3), dtype=bool)
 
     out: dict[str, dict] = {}

@@ -95,11 +95,21 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
 
     Reduces over contiguous memory first (one pass over the first axis, then only the slab that
     holds foreground), which is several times faster than ``np.any(mask, axis=(1, 2))`` style
-    projections on a 512x512xN volume.
+    projections on a 512x512xN volume. Fortran-ordered arrays (what nibabel returns) are
+    handled through their transpose, never copied.
     """
     if mask.ndim == 0:
         return () if bool(mask) else None
-    flat = np.ascontiguousarray(mask).reshape(mask.shape[0], -1)
+    if not mask.flags.c_contiguous:
+        if mask.flags.f_contiguous:  # NIfTI arrays from nibabel: the transpose is C-ordered
+            box = bounding_box(mask.T)
+            return None if box is None else tuple(reversed(box))
+        nz = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+              for ax in range(mask.ndim)]
+        if nz[0].size == 0:
+            return None
+        return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in nz)
+    flat = mask.reshape(mask.shape[0], -1)
     rows = np.flatnonzero(flat.any(axis=1))
     if rows.size == 0:
         return None

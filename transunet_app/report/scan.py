@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import UserError
 from ..metrics.evaluate import evaluate_case, json_safe
 from ..metrics.label_io import (atomic_write_text, check_same_grid, load_label_map, load_volume,
-                                resolve_labels)
+                                read_sidecar, resolve_labels)
 from ..metrics.organ_stats import organ_statistics
 from . import html as H
 from .colors import organ_color
@@ -26,10 +26,29 @@ _REF_STATUS_TEXT = {"false_positive": "not in reference", "missed": "not segment
                     "both_empty": "absent in both"}
 
 
+#: Provenance keys taken from the label map's sidecar when the caller does not give them.
+SIDECAR_PROVENANCE_KEYS = ("model", "checkpoint", "checkpoint_sha256")
+
+
+def _sidecar_provenance(label_path) -> dict:
+    """``model`` / ``checkpoint`` / ``checkpoint_sha256`` recorded by ``segment`` in the sidecar."""
+    side = read_sidecar(label_path) or {}
+    out = {}
+    for key in SIDECAR_PROVENANCE_KEYS:
+        v = side.get(key)
+        if isinstance(v, dict):  # e.g. {"model": {"name": ..., ...}}
+            v = v.get("name")
+        if isinstance(v, (str, int, float)) and str(v):
+            out[key] = str(v)
+    return out
+
+
 def _provenance(provenance: Mapping | None, image_path, label_path, reference_path) -> dict:
     from .. import __version__
 
-    p = dict(provenance or {})
+    p = {k: v for k, v in dict(provenance or {}).items() if v not in (None, "")}
+    for k, v in _sidecar_provenance(label_path).items():
+        p.setdefault(k, v)
     out = {
         "Model": p.pop("model", None),
         "Checkpoint": p.pop("checkpoint", None),
@@ -201,7 +220,9 @@ def write_scan_report(image_path, label_path, out_html, reference_path=None,
             organ and dashed reference outlines.
         provenance: facts to print: ``model``, ``checkpoint`` (path), ``checkpoint_sha256``,
             ``software_version`` (default ``transunet_app.__version__``), ``date`` (default
-            now); any other key is shown as well.
+            now); any other key is shown as well. ``model``, ``checkpoint`` and
+            ``checkpoint_sha256`` missing here are taken from the label map's sidecar JSON
+            when it records them (``segment`` does).
         labels_yaml: label id -> name YAML used when there is no sidecar.
         overwrite: replace an existing ``out_html`` (the CLI passes its ``--overwrite``).
 
