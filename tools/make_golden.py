@@ -1,0 +1,80 @@
+"""Record golden fidelity files from a local checkout of the official TransUNet code.
+
+    python tools/make_golden.py --official /path/to/TransUNet [--only NAME]
+
+The official code is used only here, at development time, from the path given; it is never
+copied into this repository. The recorded files (``tests/golden/*.npz``) hold the official
+state-dict schema, the input seed and float64 output summaries (see tests/fidelity/golden.py);
+``tests/fidelity/test_transunet_official.py`` checks our model against them.
+Requires ``ml_collections`` (the official configs use it).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
+import golden  # noqa: E402
+from google_npz import npz_arrays, npz_schema  # noqa: E402
+
+# name -> (official config, img_size, n_skip, weights source)
+CASES = {
+    "transunet_r50_vit_b16_pth": ("R50-ViT-B_16", 224, 3, "pth"),
+    "transunet_vit_b16_pth": ("ViT-B_16", 224, 0, "pth"),
+    "transunet_r50_vit_b16_npz": ("R50-ViT-B_16", 224, 3, "npz"),
+    "transunet_r50_vit_b16_npz_resize": ("R50-ViT-B_16", 256, 3, "npz"),
+    "transunet_vit_b16_npz_resize": ("ViT-B_16", 288, 0, "npz"),
+}
+NUM_CLASSES = 9
+INPUT_SEED = 7
+
+
+def build_official(repo, name, img, n_skip):
+    sys.path.insert(0, repo)
+    from networks.vit_seg_modeling import CONFIGS, VisionTransformer
+
+    cfg = copy.deepcopy(CONFIGS[name])
+    cfg.n_classes = NUM_CLASSES
+    cfg.n_skip = n_skip
+    if name.startswith("R50"):
+        cfg.patches.grid = (img // 16, img // 16)
+    return VisionTransformer(cfg, img_size=img, num_classes=NUM_CLASSES)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official", required=True, help="checkout of the official TransUNet repo")
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
+    ap.add_argument("--only", default=None)
+    args = ap.parse_args()
+    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
+    for case, (name, img, n_skip, source) in CASES.items():
+        if args.only and case != args.only:
+            continue
+        model = build_official(args.official, name, img, n_skip)
+        schema = golden.schema_of(model.state_dict())
+        model.load_state_dict(golden.official_like_state(schema, seed=0))
+        extra = {}
+        if source == "npz":
+            nschema = npz_schema(hybrid=name.startswith("R50"))
+            model.load_from(npz_arrays(nschema))
+            extra["npz_schema"] = nschema
+        model.eval()
+        x = golden.make_input((1, 1, img, img), INPUT_SEED)
+        with torch.no_grad():
+            y = model(x)
+        meta = {"official": name, "img_size": img, "n_skip": n_skip, "num_classes": NUM_CLASSES,
+                "source": source}
+        path = os.path.join(args.out, case + ".npz")
+        golden.save_golden(path, schema, x.shape, INPUT_SEED, {"logits": y}, meta)
+        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()
