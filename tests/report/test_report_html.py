@@ -195,6 +195,7 @@ def test_report_cli(phantom_files, tmp_path, capsys):
     assert not (tmp_path / "n.html").exists()
     assert main(["report", "--image", str(ct), "--labels", str(labels), "-o", str(out),
                  "--overwrite"]) == 0
-    metrics = _evaluate(tmp_path / "ev" if (tmp_path / "ev").mkdir() is None else tmp_path, capsys)
+    (tmp_path / "ev").mkdir()
+    metrics = _evaluate(tmp_path / "ev", capsys)
     assert main(["report", "--metrics", str(metrics), "-o", str(tmp_path / "ds.html")]) == 0
     assert not [p for p in tmp_path.rglob("*.tmp")]

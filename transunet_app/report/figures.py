@@ -200,7 +200,7 @@ def overlay_pngs(image_ras: np.ndarray, labels_ras: np.ndarray, spacing_ras, aff
     cols = 2 if len(zs) > 1 else 1
     rows = int(np.ceil(len(zs) / cols))
     ext_ax = [0.0, X * sx, Y * sy, 0.0]
-    panel_w = 3.6
+    panel_w = 4.2
     fig = Figure(figsize=(panel_w * cols, panel_w * rows * (Y * sy) / (X * sx) + 0.7))
     for k, z in enumerate(zs):
         ax = fig.add_subplot(rows, cols, k + 1)
@@ -215,7 +215,7 @@ def overlay_pngs(image_ras: np.ndarray, labels_ras: np.ndarray, spacing_ras, aff
     y = choose_coronal_slice(labels_ras if labels_ras.any() or reference_ras is None
                              else reference_ras)
     ext_co = [0.0, X * sx, Z * sz, 0.0]
-    fig = Figure(figsize=(5.2, 5.2 * (Z * sz) / (X * sx) + 0.7))
+    fig = Figure(figsize=(7.0, min(7.0 * (Z * sz) / (X * sx), 9.0) + 0.7))
     ax = fig.add_subplot(1, 1, 1)
     y_mm = float((affine_ras @ np.array([0, y, 0, 1.0]))[1])
     _draw_panel(ax, _coronal(image_ras, y), _coronal(labels_ras, y),
