@@ -183,3 +183,16 @@ def test_help_is_instant_no_heavy_imports():
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_project_labels_yaml_format_is_accepted(tmp_path):
+    from transunet_app.metrics.label_io import read_labels_yaml
+
+    yml = tmp_path / "labels.yaml"
+    yml.write_text("name: x\nclasses:\n  0: background\n  1: aorta\n  2: liver\nsource_labels:\n  0: bg\n")
+    assert read_labels_yaml(yml) == {0: "background", 1: "aorta", 2: "liver"}
+    yml.write_text("labels: {1: aorta, 2: aorta}\n")
+    from transunet_app.errors import UserError
+
+    with pytest.raises(UserError, match="unique"):
+        read_labels_yaml(yml)

@@ -135,8 +135,11 @@ def sidecar_path(label_path) -> Path:
 
 
 def _parse_label_mapping(raw, source: str) -> dict[int, str]:
-    if isinstance(raw, dict) and "labels" in raw and isinstance(raw["labels"], (dict, list)):
-        raw = raw["labels"]
+    # a bare mapping, or one under "labels" (sidecar) or "classes" (datasets/*/labels.yaml)
+    for key in ("labels", "classes"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), (dict, list)):
+            raw = raw[key]
+            break
     if isinstance(raw, list):
         raw = dict(enumerate(raw))
     if not isinstance(raw, dict) or not raw:
@@ -193,7 +196,8 @@ def read_sidecar_labels(label_path) -> dict[int, str] | None:
 
 
 def read_labels_yaml(path) -> dict[int, str]:
-    """Label names from a YAML file: ``{1: aorta, 2: gallbladder, ...}`` (or under ``labels:``)."""
+    """Label names from a YAML file: ``{1: aorta, 2: gallbladder, ...}``, or the same mapping under
+    ``labels:`` or ``classes:`` (the format of ``datasets/synapse/labels.yaml``)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"labels {p}: no such file")
