@@ -1,0 +1,144 @@
+"""Record golden fidelity files from a local checkout of the official Conformer code.
+
+    python tools/make_golden_conformer.py --official /path/to/pengzhiliang/Conformer [--only NAME]
+
+The official code is used only here, at development time, from the path given; it is never
+copied into this repository. Its variants come from its own ``models.py``
+(``Conformer_{tiny,small,base}_patch16``) and, for the reduced case, its ``Conformer`` class.
+It imports ``timm`` (and ``models.py`` a ViT module needing torchvision); neither may be
+installed here, so this tool registers minimal in-memory stand-ins for the few names used
+(``DropPath`` and ``trunc_normal_``, which only matter for training and initialisation, and an
+identity ``register_model``) before importing it.
+
+Each case fills the official model with ``golden.official_like_state`` (seed 0), runs it in
+float64, eval mode, on ``golden.make_input`` and records, through forward hooks on the official
+modules (its own ``forward`` runs unchanged):
+
+* ``stem``: the stem ReLU output at 1/2 (before the max-pool);
+* ``cnn_<k>`` / ``tokens_<k>``: CNN map and tokens (class token first) at the end of stage k
+  for k in the last stage of each resolution group (4, 8, 12 for depth 12), plus k = 1;
+* ``normed``: ``trans_norm`` output (final tokens).
+
+``tests/models/test_conformer_official.py`` checks our encoder against these files.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+
+import torch
+from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
+import golden  # noqa: E402
+
+# name -> (official builder, official kwargs, input shape, record the stem?)
+# (The official conv head assumes base_channel 64, so the reduced case narrows by the ratio.)
+# Input sizes keep each file small (< ~150 KB): the strided samples grow with the map sizes.
+REDUCED = dict(patch_size=16, base_channel=64, channel_ratio=0.25, embed_dim=48, depth=3,
+               num_heads=3, mlp_ratio=4, qkv_bias=True)
+CASES = {
+    "conformer_ti": ("Conformer_tiny_patch16", {}, (1, 3, 224, 224), False),
+    "conformer_s": ("Conformer_small_patch16", {}, (1, 3, 144, 112), True),
+    "conformer_b": ("Conformer_base_patch16", {}, (1, 3, 128, 128), True),
+    "conformer_reduced": ("Conformer", REDUCED, (2, 3, 64, 96), True),
+}
+INPUT_SEED = 11
+
+
+class _DropPath(nn.Module):
+    """Stand-in for timm's DropPath: identity in eval mode, which is all the recording uses."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.training and self.p > 0:
+            raise RuntimeError("the golden recording runs in eval mode only")
+        return x
+
+
+def install_timm_stand_ins() -> None:
+    timm = types.ModuleType("timm")
+    models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    registry = types.ModuleType("timm.models.registry")
+    layers.DropPath = _DropPath
+    layers.trunc_normal_ = nn.init.trunc_normal_
+    registry.register_model = lambda fn: fn
+    timm.models, models.layers, models.registry = models, layers, registry
+    # models.py imports the repo's DeiT module, which needs torchvision; only its names are
+    # imported there (the Conformer builders do not use them).
+    vit = types.ModuleType("vision_transformer")
+    vit.VisionTransformer = vit._cfg = None
+    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
+                        "timm.models.registry": registry, "vision_transformer": vit})
+
+
+def build_official(repo: str, builder: str, kwargs: dict) -> nn.Module:
+    install_timm_stand_ins()
+    sys.path.insert(0, repo)
+    import conformer
+    import models
+
+    if builder == "Conformer":
+        return conformer.Conformer(**kwargs)
+    return getattr(models, builder)(**kwargs)
+
+
+def record(model: nn.Module, x: torch.Tensor, with_stem: bool) -> dict:
+    """Run the official forward once, capturing the stage outputs with forward hooks."""
+    depth = len([n for n, _ in model.named_children() if n.startswith("conv_trans_")]) + 1
+    ends = sorted({1, depth // 3, 2 * depth // 3, depth})
+    outs, hooks = {}, []
+
+    def keep(name, fn):
+        hooks.append(getattr(model, name).register_forward_hook(
+            lambda mod, inp, out: outs.update(fn(out))))
+
+    if with_stem:
+        keep("act1", lambda o: {"stem": o.clone()})
+    keep("trans_norm", lambda o: {"normed": o.clone()})
+    for k in ends:
+        if k == 1:
+            keep("conv_1", lambda o: {"cnn_1": o.clone()})
+            keep("trans_1", lambda o: {"tokens_1": o.clone()})
+        else:
+            keep(f"conv_trans_{k}", lambda o, k=k: {f"cnn_{k}": o[0].clone(),
+                                                    f"tokens_{k}": o[1].clone()})
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official", required=True, help="checkout of pengzhiliang/Conformer")
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
+    ap.add_argument("--only", default=None)
+    args = ap.parse_args()
+    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
+    for case, (builder, kwargs, shape, with_stem) in CASES.items():
+        if args.only and case != args.only:
+            continue
+        model = build_official(args.official, builder, kwargs)
+        schema = golden.schema_of(model.state_dict())
+        model.load_state_dict(golden.official_like_state(schema, seed=0))
+        model.eval()
+        x = golden.make_input(shape, INPUT_SEED)
+        outs = record(model, x, with_stem)
+        meta = {"official": builder, "kwargs": kwargs, "input": shape,
+                "recorded": sorted(outs)}
+        path = os.path.join(args.out, case + ".npz")
+        golden.save_golden(path, schema, x.shape, INPUT_SEED, outs, meta)
+        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB): {', '.join(sorted(outs))}")
+
+
+if __name__ == "__main__":
+    main()
