@@ -96,3 +96,10 @@ def test_kidneys_swapped_relative_to_each_other_near_midline():
                            "centroid_mm": [-5.0, 0, 0]}}
     flags = scan_flags(st, None, {})
     assert [f.code for f in flags] == ["kidney_side"]
+
+
+def test_empty_segmentation_is_one_alert():
+    ct, lab = make_phantom()
+    st = organ_statistics(np.zeros_like(lab), ct, None, None, AFFINE)
+    flags = scan_flags(st, ct, {})
+    assert [(f.code, f.severity, f.organ) for f in flags] == [("organ_missing", "alert", None)]

@@ -96,6 +96,11 @@ def scan_flags(stats: Mapping[str, dict], image=None, volume_ranges: Mapping | N
                               + "; ".join(reasons) + "). All results below are unreliable."))
     ranges = volume_ranges or {}
     truncated: list[str] = []
+    if stats and all(s.get("status") == "absent" for s in stats.values()):
+        flags.append(Flag("organ_missing", "alert",
+                          "No organ was segmented: the segmentation failed, or the scan does not "
+                          "show the abdomen."))
+        stats = {}
     for name, s in stats.items():
         status = s.get("status")
         if status == "absent":
