@@ -41,14 +41,33 @@ class StdConv2d(nn.Conv2d):
     def __init__(self, *args, eps: float = 1e-5, **kwargs):
         super().__init__(*args, **kwargs)
         self.eps = eps
+        self._cache_key = None
+        self._cache = None
 
     def standardized_weight(self) -> torch.Tensor:
         var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
         return (self.weight - mean) / torch.sqrt(var + self.eps)
 
+    def _inference_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        # Without autograd the standardised weight only changes when the parameter does
+        # (``_version`` counts in-place writes such as optimizer steps and load_state_dict),
+        # so compute it once, in the compute dtype, instead of on every forward.
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.dtype, dtype, self.eps)
+        if key != self._cache_key:
+            with torch.no_grad():
+                self._cache = self.standardized_weight().to(dtype)
+            self._cache_key = key
+        return self._cache
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            w = self.standardized_weight()
+        else:
+            dtype = (torch.get_autocast_dtype(x.device.type)
+                     if torch.is_autocast_enabled(x.device.type) else self.weight.dtype)
+            w = self._inference_weight(dtype)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class Mlp(nn.Module):

@@ -107,13 +107,16 @@ def read_weights(path) -> dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     if path.endswith(".npz"):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive; "
+                                  f"truncated download?)")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         except ValueError as exc:
             raise CheckpointError(f"{path}: .npz holds pickled objects; refusing to load "
                                   f"({exc})") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - zip/zlib/format errors of a corrupt file
             raise CheckpointError(f"{path}: not a readable .npz file ({exc})") from None
     return unwrap_state(torch_load_safe(path))
 
@@ -130,7 +133,7 @@ def torch_load_safe(path):
         raise CheckpointError(
             f"{path}: refusing to load: the file carries pickled Python objects that could run "
             f"code{(' (' + detail.strip() + ')') if detail else ''}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of a corrupt file is the file's fault
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
 
