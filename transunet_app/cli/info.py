@@ -1,0 +1,41 @@
+"""``transunet info``: versions, this machine's precision support, and the model registry."""
+from __future__ import annotations
+
+HELP = "show versions, CPU/GPU precision support and the registered models"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--params", action="store_true",
+                        help="also build each model once to count its parameters (slower)")
+
+
+def run(args) -> int:
+    import platform
+
+    import torch
+
+    from .. import __version__
+    from ..models import build_model, count_parameters, list_models
+    from ..models.registry import get_spec
+
+    print(f"transunet-app {__version__}  torch {torch.__version__}  python {platform.python_version()}")
+    cap = torch.backends.cpu.get_cpu_capability()
+    amx = _has_amx()
+    print(f"CPU: {torch.get_num_threads()} threads, {cap}{', AMX (fast bf16)' if amx else ''}; "
+          f"CUDA: {'yes, ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    print("\nmodels:")
+    for name in list_models():
+        spec = get_spec(name)
+        extra = ""
+        if args.params:
+            extra = f"  {count_parameters(build_model(name, 9)) / 1e6:7.2f}M params"
+        print(f"  {name:<14}{extra}  {spec.description}")
+    return 0
+
+
+def _has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
