@@ -1,0 +1,119 @@
+"""Files ``segment`` writes for one input, all next to the label map and all atomic.
+
+For a label map ``case.nii.gz``:
+
+* ``case.nii.gz``: uint8 class ids on the input's voxel grid (shape, affine, qform/sform and
+  spacing of the input; for DICOM the series' geometry),
+* ``case.json``: sidecar with the class names (``{"labels": {"0": "background", ...}}``),
+  model, checkpoint and its SHA-256, settings and the input check (read by ``report`` and
+  ``evaluate``),
+* ``case_probabilities.nii.gz`` (``--probabilities``): 4D (I, J, K, C) probabilities stored as
+  uint8 with ``scl_slope = 1/255`` (NIfTI readers return floats in [0, 1]; a quarter of float32),
+* ``case_statistics.json`` (``--statistics``): per-organ volume, HU, status, confidence,
+* ``case_report.html`` (``--report``): the clinician report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.io import Image, atomic_write, write_nifti
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Every file written for one input."""
+
+    labels: Path
+    sidecar: Path
+    probabilities: Path
+    statistics: Path
+    report: Path
+
+    @classmethod
+    def for_label_map(cls, path: str | Path) -> "OutputPaths":
+        path = Path(path)
+        name = path.name
+        stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
+        folder = path.parent
+        return cls(labels=path, sidecar=folder / f"{stem}.json",
+                   probabilities=folder / f"{stem}_probabilities.nii.gz",
+                   statistics=folder / f"{stem}_statistics.json",
+                   report=folder / f"{stem}_report.html")
+
+    def wanted(self, probabilities: bool, statistics: bool, report: bool) -> list[Path]:
+        out = [self.labels, self.sidecar]
+        if probabilities:
+            out.append(self.probabilities)
+        if statistics:
+            out.append(self.statistics)
+        if report:
+            out.append(self.report)
+        return out
+
+
+def check_writable(paths, overwrite: bool) -> None:
+    """Fail before any work when an output exists (without ``overwrite``) or has no folder.
+
+    Raises:
+        UserError: naming the first offending path.
+    """
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder, expected a file name")
+        if p.exists() and not overwrite:
+            raise UserError(f"{p}: already exists (use --overwrite to replace it)")
+        if not p.parent.is_dir():
+            raise UserError(f"{p.parent}: output folder does not exist")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path: Path, data: dict, overwrite: bool) -> Path:
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+
+
+def write_label_map(path: Path, labels: np.ndarray, image: Image, overwrite: bool) -> Path:
+    """uint8 labels with the input's geometry (its NIfTI header when it was NIfTI)."""
+    return write_nifti(path, labels, like=image, dtype=np.uint8, overwrite=overwrite,
+                       description="transunet_app segment labels")
+
+
+def write_probabilities(path: Path, probabilities: np.ndarray, image: Image, overwrite: bool) -> Path:
+    """(I, J, K, C) uint8 probabilities x 255 as a 4D NIfTI scaled back to [0, 1] by its slope."""
+    import nibabel as nib
+
+    if probabilities.shape[:3] != image.array.shape:
+        raise ValueError(f"probabilities {probabilities.shape} do not match the image {image.array.shape}")
+    header = image.header
+    if isinstance(header, nib.Nifti1Header) and not isinstance(header, nib.Nifti2Header):
+        hdr = header.copy()
+        hdr.set_data_dtype(np.uint8)
+        img = nib.Nifti1Image(probabilities, None, header=hdr)
+    else:
+        img = nib.Nifti1Image(probabilities, image.affine)
+        img.header.set_qform(image.affine, code=1)
+        img.header.set_sform(image.affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+    img.header.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1.0 / 255.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
+    img.header["intent_code"] = 0
+    img.header["descrip"] = b"transunet_app class probabilities (C last)"
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite)

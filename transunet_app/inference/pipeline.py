@@ -1,0 +1,249 @@
+"""One checkpoint, many inputs: read -> check -> segment -> write, for the ``segment`` command.
+
+:class:`Segmenter` loads and prepares the model once; :meth:`Segmenter.run` handles one input
+end to end. Every problem with an input or an output path is a one-line
+:class:`~transunet_app.errors.UserError`; outputs are checked before any work so that nothing
+is computed that cannot be saved, and nothing existing is replaced without ``overwrite``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import CheckpointError, UserError
+from .outputs import (OutputPaths, check_writable, file_sha256, write_json, write_label_map,
+                      write_probabilities)
+from .precision import resolve_precision
+
+
+@dataclass
+class RunResult:
+    """What happened to one input."""
+
+    input: Path
+    outputs: list
+    seconds: float
+    warnings: list = field(default_factory=list)
+    organs_found: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: "cpu", "cuda", "cuda:1" or "auto" (a GPU when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device name (cpu, cuda, cuda:0, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: only cpu and cuda are supported")
+    return dev
+
+
+class Segmenter:
+    """A checkpoint ready to segment volumes.
+
+    Args:
+        checkpoint: path to a ``transunet_app`` checkpoint.
+        device: "cpu", "cuda[:i]" or "auto".
+        precision: "auto", "fp32", "bf16" or "fp16".
+        batch_size: slices per forward pass.
+        tta: flip test-time augmentation.
+        expected_classes: fail unless the checkpoint predicts this many classes (background
+            included).
+
+    Raises:
+        CheckpointError: missing, corrupt or unsafe checkpoint, weights that do not fit, or a
+            class count other than ``expected_classes``.
+    """
+
+    def __init__(self, checkpoint, device: str = "cpu", precision: str = "auto",
+                 batch_size: int = 8, tta: bool = False, expected_classes: int | None = None):
+        from ..checkpoint import load_checkpoint, model_from_checkpoint
+        from .predictor import SlicePredictor
+
+        self.checkpoint_path = Path(checkpoint)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be at least 1")
+        ckpt = load_checkpoint(self.checkpoint_path)
+        self.classes = [str(c) for c in ckpt["classes"]]
+        if expected_classes is not None and len(self.classes) != int(expected_classes):
+            raise CheckpointError(f"{self.checkpoint_path}: predicts {len(self.classes)} classes "
+                                  f"({', '.join(self.classes)}), expected {expected_classes}")
+        model = model_from_checkpoint(ckpt, str(self.checkpoint_path))
+        self.model_config = dict(ckpt["model"])
+        self.preprocessing = dict(ckpt["preprocessing"])
+        orientation = self.preprocessing.get("orientation", "SPL")
+        if orientation != "SPL":
+            raise CheckpointError(f"{self.checkpoint_path}: trained in orientation {orientation!r}; "
+                                  f"only the canonical 'SPL' slice frame is supported")
+        self.predictor = SlicePredictor(model, self.preprocessing, self.device, self.precision,
+                                        batch_size=batch_size, tta=tta,
+                                        source=str(self.checkpoint_path))
+        del ckpt
+        self._sha256: str | None = None
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.checkpoint_path)
+        return self._sha256
+
+    def describe(self) -> str:
+        p = self.preprocessing
+        return (f"model {self.model_config.get('name')} ({len(self.classes)} classes), "
+                f"img_size {p.get('img_size')}, HU window {p.get('hu_window')}, "
+                f"device {self.device}, precision {self.precision}, "
+                f"batch {self.predictor.batch_size}{', TTA' if self.predictor.tta else ''}")
+
+    # ------------------------------------------------------------------ one input
+
+    def run(self, input_path, output_path, *, keep_largest: bool = False,
+            probabilities: bool = False, statistics: bool = False, report: bool = False,
+            overwrite: bool = False, series_uid: str | None = None,
+            progress_factory: Callable[[int, str], object] | None = None,
+            log: Callable[[str], None] = lambda s: None,
+            warn: Callable[[str], None] = lambda s: None) -> RunResult:
+        """Segment one input file or DICOM folder and write its outputs.
+
+        Args:
+            input_path: NIfTI/NRRD/MHA file or DICOM series folder.
+            output_path: the label map to write (``.nii`` or ``.nii.gz``).
+            keep_largest, probabilities, statistics, report: as the CLI flags.
+            overwrite: replace existing outputs.
+            series_uid: DICOM series to read (default: the largest).
+            progress_factory: ``(total_slices, name) -> bar`` with ``update(n)`` and
+                ``close()`` (a tqdm), or None.
+            log: receives informational lines; ``warn``: receives warnings.
+
+        Raises:
+            UserError: bad input, or an output that exists / cannot be written.
+        """
+        import time
+
+        from ..data.io import is_nifti_path, read_image
+        from ..data import geometry
+        from .checks import check_input
+        from .volume import segment_image
+
+        t0 = time.perf_counter()
+        input_path, output_path = Path(input_path), Path(output_path)
+        if not is_nifti_path(output_path):
+            raise UserError(f"{output_path}: output label map must end with .nii.gz or .nii")
+        paths = OutputPaths.for_label_map(output_path)
+        wanted = paths.wanted(probabilities, statistics, report)
+        if input_path.exists() and any(_same_file(input_path, p) for p in wanted):
+            raise UserError(f"{output_path}: would overwrite the input {input_path}")
+        check_writable(wanted, overwrite)
+
+        image = read_image(input_path, series_uid=series_uid)
+        reo = geometry.plan_reorientation(image.affine, image.shape)
+        check = check_input(image, reo)
+        log(f"{input_path}: {check.summary()}")
+        for w in check.warnings:
+            warn(f"{input_path}: {w}")
+
+        bar = progress_factory(check.slices, input_path.name) if progress_factory else None
+        try:
+            seg = segment_image(image, self.predictor, self.classes, keep_largest=keep_largest,
+                                probabilities=probabilities, confidence=statistics or report,
+                                progress=(bar.update if bar is not None else None), check=check)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        written = [write_label_map(paths.labels, seg.labels, image, overwrite)]
+        sidecar = self._sidecar(image, seg, keep_largest)
+        written.append(write_json(paths.sidecar, sidecar, overwrite))
+        if probabilities:
+            written.append(write_probabilities(paths.probabilities, seg.probabilities, image, overwrite))
+            seg.probabilities = None
+        stats = None
+        if statistics or report:
+            stats = self._statistics(image, seg, paths, sidecar)
+        if statistics:
+            written.append(write_json(paths.statistics, stats, overwrite))
+        if report:
+            written.append(self._report(image, paths, overwrite))
+        found = int(sum(1 for k in range(1, len(self.classes)) if (seg.labels == k).any())) \
+            if stats is None else sum(1 for o in stats["organs"].values() if o["status"] != "absent")
+        return RunResult(input=input_path, outputs=written, seconds=time.perf_counter() - t0,
+                         warnings=list(check.warnings), organs_found=found)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _sidecar(self, image, seg, keep_largest: bool) -> dict:
+        from .. import __version__
+
+        return {
+            "labels": {str(i): name for i, name in enumerate(self.classes)},
+            "model": self.model_config.get("name"),
+            "model_config": self.model_config,
+            "checkpoint": str(self.checkpoint_path.resolve()),
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "software_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "input": str(Path(image.source).resolve()),
+            "input_format": image.meta.get("format"),
+            "series_uid": image.meta.get("series_uid"),
+            "preprocessing": self.preprocessing,
+            "settings": {"device": str(self.device), "precision": self.precision,
+                         "batch_size": self.predictor.batch_size, "tta": self.predictor.tta,
+                         "keep_largest": bool(keep_largest)},
+            "input_check": seg.check.as_dict(),
+            "reorientation": seg.reorientation.as_dict(),
+            "seconds": round(seg.seconds, 3),
+        }
+
+    def _statistics(self, image, seg, paths: OutputPaths, sidecar: dict) -> dict:
+        from ..metrics.organ_stats import organ_statistics
+
+        organs = organ_statistics(seg.labels, image_hu=image.array, spacing_mm=image.spacing,
+                                  class_names=self.classes, affine=image.affine)
+        for name, entry in organs.items():
+            conf = (seg.confidence or {}).get(name, {})
+            entry.update(conf)
+            if entry["status"] == "absent":
+                entry["confidence"] = None
+        return {"input": sidecar["input"], "label_map": str(paths.labels.resolve()),
+                "model": sidecar["model"], "checkpoint": sidecar["checkpoint"],
+                "checkpoint_sha256": sidecar["checkpoint_sha256"],
+                "settings": sidecar["settings"], "input_check": sidecar["input_check"],
+                "organs": organs}
+
+    def _report(self, image, paths: OutputPaths, overwrite: bool) -> Path:
+        from ..report import write_scan_report
+
+        prov = {"model": self.model_config.get("name"), "checkpoint": str(self.checkpoint_path),
+                "checkpoint_sha256": self.checkpoint_sha256}
+        src = Path(image.source)
+        if src.is_dir():
+            # The report reads image files, not DICOM folders: hand it a temporary NIfTI.
+            from ..data.io import write_nifti
+
+            with tempfile.TemporaryDirectory(dir=paths.report.parent, prefix=".segment_") as tmp:
+                ct = Path(tmp) / "ct.nii.gz"
+                write_nifti(ct, image.array, like=image)
+                prov["ct_source"] = str(src)
+                write_scan_report(ct, paths.labels, paths.report, provenance=prov,
+                                  overwrite=overwrite)
+        else:
+            write_scan_report(src, paths.labels, paths.report, provenance=prov, overwrite=overwrite)
+        return paths.report
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
