@@ -198,6 +198,9 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            # YAML 1.1 reads off/on/no/yes as booleans (``train.amp: off``).
+            return "on" if value else "off"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         raise UserError(f"{where}: {key} must be a string, got {value!r}")
