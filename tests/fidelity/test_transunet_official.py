@@ -34,17 +34,37 @@ def _run(model, g, dtype):
         return model(x)
 
 
-CASES = [("transunet_r50_vit_b16_pth", "R50-ViT-B_16", 224, False),
-         ("transunet_r50_vit_b16_pth", "R50-ViT-B_16", 224, True),
-         ("transunet_vit_b16_pth", "ViT-B_16", 224, False)]
+@pytest.fixture(scope="module")
+def r50_official(tmp_path_factory):
+    """R50-ViT-B_16 in float64 with an official state dict loaded, and its path."""
+    tmp = tmp_path_factory.mktemp("r50")
+    g = golden.load_golden(GOLDEN / "transunet_r50_vit_b16_pth.npz")
+    path = _official_pth(tmp, g)
+    model = build_model("R50-ViT-B_16", 9).double()
+    report = load_pretrained(model, path)
+    return g, model.eval(), report, tmp
 
 
-@pytest.mark.parametrize("case,name,img,wrap", CASES)
-def test_official_state_dict_float64(tmp_path, case, name, img, wrap):
-    g = golden.load_golden(GOLDEN / f"{case}.npz")
-    model = build_model(name, 9, img_size=img).double()
-    report = load_pretrained(model, _official_pth(tmp_path, g, wrap))
-    assert report.format == "official TransUNet" and not report.missing
+def test_official_r50_state_dict_float64(r50_official):
+    g, model, report, _ = r50_official
+    assert report.format == "official TransUNet" and not report.missing and not report.skipped
+    err = golden.relative_error(_run(model, g, torch.float64), g["outputs"]["logits"])
+    assert err <= 1e-10, err
+
+
+def test_official_data_parallel_checkpoint_loads_identically(r50_official):
+    g, model, _, tmp = r50_official
+    wrapped = build_model("R50-ViT-B_16", 9).double()
+    load_pretrained(wrapped, _official_pth(tmp, g, wrap=True))
+    ref = model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in wrapped.state_dict().items())
+
+
+def test_official_vit_b16_state_dict_float64(tmp_path):
+    g = golden.load_golden(GOLDEN / "transunet_vit_b16_pth.npz")
+    model = build_model("ViT-B_16", 9).double()
+    report = load_pretrained(model, _official_pth(tmp_path, g))
+    assert not report.missing
     err = golden.relative_error(_run(model, g, torch.float64), g["outputs"]["logits"])
     assert err <= 1e-10, err
 
@@ -80,13 +100,15 @@ def test_google_npz_float64(tmp_path, case, name, img):
     assert err <= 1e-10, err
 
 
-def test_golden_detects_a_wrong_eps(tmp_path, monkeypatch):
+def test_golden_detects_a_wrong_eps(r50_official):
     """The check is sharp enough to see a normalisation-eps slip (1e-5 -> 2e-5)."""
-    g = golden.load_golden(GOLDEN / "transunet_r50_vit_b16_pth.npz")
-    model = build_model("R50-ViT-B_16", 9).double()
-    load_pretrained(model, _official_pth(tmp_path, g))
-    for m in model.modules():
-        if hasattr(m, "eps") and type(m).__name__ == "StdConv2d":
-            m.eps = 2e-5
-    err = golden.relative_error(_run(model, g, torch.float64), g["outputs"]["logits"])
+    g, model, _, _ = r50_official
+    convs = [m for m in model.modules() if type(m).__name__ == "StdConv2d"]
+    for m in convs:
+        m.eps = 2e-5
+    try:
+        err = golden.relative_error(_run(model, g, torch.float64), g["outputs"]["logits"])
+    finally:
+        for m in convs:
+            m.eps = 1e-5
     assert err > 1e-9, err
