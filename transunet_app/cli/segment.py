@@ -1,0 +1,323 @@
+"""``segment INPUT... -o OUTPUT --checkpoint CKPT``: label the organs of CT scans.
+
+INPUT is any mix of ``.nii``/``.nii.gz`` files, other files SimpleITK reads (``.nrrd``,
+``.mha``, ...), folders of such files, and DICOM series folders (a folder without volume
+files is read as a DICOM series; with several series the largest, or ``--series UID``).
+
+One input and an OUTPUT ending in ``.nii.gz``/``.nii`` writes that file; otherwise OUTPUT is a
+folder (created if missing) receiving ``<case>.nii.gz`` per input. Bad inputs are reported
+one line each; in folder mode the others still complete and the run ends with a summary and
+exit code 1. Exit code 2: a bad checkpoint, bad options, or a single input that fails.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HELP = "segment CT volumes (NIfTI, DICOM, NRRD, MHA) with a trained checkpoint"
+
+_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="CT volume files, folders of them, or DICOM series folders")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                        help="label map file (.nii.gz) for one input, else an output folder")
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="trained transunet_app checkpoint (.pt)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto = bf16 on CPUs with AMX and on GPUs, else fp32 (default: auto)")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
+                        help="axial slices per forward pass (default: 8)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average predictions over left-right and front-back flips (3x time)")
+    parser.add_argument("--keep-largest", action="store_true",
+                        help="keep only the largest connected component of each organ")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also save <case>_probabilities.nii.gz (4D, one volume per class)")
+    parser.add_argument("--statistics", action="store_true",
+                        help="also save <case>_statistics.json (volume mL, HU, status, confidence)")
+    parser.add_argument("--report", action="store_true",
+                        help="also save the clinician report <case>_report.html")
+    parser.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID to read")
+    parser.add_argument("--num-classes", type=int, metavar="K",
+                        help="fail unless the checkpoint predicts K classes (background included)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip inputs whose label map already exists")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="volumes segmented in parallel by N processes (default: 1)")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="process only share I of N (1-based) of the sorted inputs, so "
+                             "several processes or machines can split a folder")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch threads per process (default: all cores / jobs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _case_name(path: Path) -> str:
+    name = path.name.rstrip("/")
+    low = name.lower()
+    for suf in _VOLUME_SUFFIXES:
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return Path(name).stem if path.is_file() else name
+
+
+def _volume_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(_VOLUME_SUFFIXES)
+                  and not p.name.lower().endswith(".raw"))
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
+    """Input paths to segment, and whether this is folder mode (several or a folder of volumes).
+
+    Missing paths are kept: they fail later with their own message.
+    """
+    out: list[Path] = []
+    folder_mode = len(inputs) > 1
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            files = _volume_files(p)
+            if files:
+                out.extend(files)
+                folder_mode = True
+            else:
+                out.append(p)  # a DICOM series folder
+        else:
+            out.append(p)
+    seen, unique = set(), []
+    for p in out:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, folder_mode
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    from ..errors import UserError
+
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text}: expected I/N, e.g. 2/4") from None
+    if n < 1 or not 1 <= i <= n:
+        raise UserError(f"--shard {text}: need 1 <= I <= N")
+    return i, n
+
+
+def plan_outputs(inputs: list[Path], output: str, folder_mode: bool) -> list[tuple[Path, Path]]:
+    """(input, label map path) pairs; creates the output folder in folder mode."""
+    from ..errors import UserError
+
+    out = Path(output)
+    single_file = (not folder_mode and len(inputs) == 1 and not out.is_dir()
+                   and out.name.lower().endswith((".nii", ".nii.gz")))
+    if single_file:
+        return [(inputs[0], out)]
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder (several inputs need an output folder)")
+    if not folder_mode and not out.exists() and out.suffix:
+        raise UserError(f"{out}: output label map must end with .nii.gz or .nii (or name a folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, names = [], {}
+    for p in inputs:
+        name = _case_name(p)
+        if name in names:
+            raise UserError(f"{p}: same case name {name!r} as {names[name]}; outputs would collide")
+        names[name] = p
+        pairs.append((p, out / f"{name}.nii.gz"))
+    return pairs
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def _warn(text: str) -> None:
+    print(f"segment: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _settings(args) -> dict:
+    return {"keep_largest": args.keep_largest, "probabilities": args.probabilities,
+            "statistics": args.statistics, "report": args.report, "overwrite": args.overwrite,
+            "series_uid": args.series}
+
+
+def _segmenter_kwargs(args) -> dict:
+    return {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
+            "batch_size": args.batch_size, "tta": args.tta, "expected_classes": args.num_classes}
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..inference.outputs import OutputPaths, check_writable
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: must be at least 1")
+    if args.overwrite and args.skip_existing:
+        raise UserError("--overwrite and --skip-existing contradict each other; give one")
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"{args.checkpoint}: no such checkpoint file")
+    inputs, folder_mode = expand_inputs(args.inputs)
+    shard = parse_shard(args.shard)
+    if shard is not None:
+        i, n = shard
+        inputs = inputs[i - 1::n]
+        folder_mode = True
+        if not inputs:
+            _say(args.quiet, f"shard {args.shard}: no inputs in this share")
+            return 0
+    pairs = plan_outputs(inputs, args.output, folder_mode)
+
+    if not folder_mode:
+        (src, dst), = pairs
+        if not src.exists():
+            raise UserError(f"{src}: no such file or folder")
+        if args.skip_existing and dst.exists():
+            _say(args.quiet, f"{src}: skipped, {dst} exists")
+            return 0
+        paths = OutputPaths.for_label_map(dst)
+        check_writable(paths.wanted(args.probabilities, args.statistics, args.report), args.overwrite)
+        segmenter = _make_segmenter(args, jobs=1)
+        result = segmenter.run(src, dst, progress_factory=_progress_factory(args.quiet),
+                               log=lambda s: _say(args.quiet, s), warn=_warn, **_settings(args))
+        _say(args.quiet, f"{src} -> {dst} ({result.organs_found} organs, {result.seconds:.1f} s)")
+        return 0
+
+    todo, skipped = [], 0
+    for src, dst in pairs:
+        if args.skip_existing and dst.exists():
+            skipped += 1
+            _say(args.quiet, f"{src}: skipped, {dst} exists")
+        else:
+            todo.append((src, dst))
+    failures: list[tuple[Path, str]] = []
+    done = 0
+    if todo:
+        if args.jobs > 1 and len(todo) > 1:
+            done, failures = _run_parallel(args, todo)
+        else:
+            segmenter = _make_segmenter(args, jobs=1)
+            _say(args.quiet, segmenter.describe())
+            for src, dst in todo:
+                try:
+                    r = segmenter.run(src, dst, progress_factory=_progress_factory(args.quiet),
+                                      log=lambda s: _say(args.quiet, s), warn=_warn,
+                                      **_settings(args))
+                except UserError as exc:
+                    failures.append((src, str(exc)))
+                    print(f"segment: error: {exc}", file=sys.stderr, flush=True)
+                    continue
+                except Exception as exc:  # a bug or resource problem on one file: keep going
+                    msg = f"{src}: failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                    failures.append((src, msg))
+                    print(f"segment: error: {msg}", file=sys.stderr, flush=True)
+                    continue
+                done += 1
+                _say(args.quiet, f"{src} -> {dst} ({r.organs_found} organs, {r.seconds:.1f} s)")
+    summary = (f"segment: {done} segmented, {skipped} skipped, {len(failures)} failed "
+               f"(of {len(pairs)} inputs)")
+    print(summary, file=sys.stderr if failures else sys.stdout, flush=True)
+    for src, msg in failures:
+        print(f"  failed: {msg}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _make_segmenter(args, jobs: int):
+    import torch
+
+    from ..inference import Segmenter
+
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    torch.set_num_threads(threads)
+    return Segmenter(**_segmenter_kwargs(args))
+
+
+def _progress_factory(quiet: bool):
+    if quiet:
+        return None
+
+    def make(total: int, name: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=name, unit="slice", leave=False, file=sys.stderr,
+                    dynamic_ncols=True)
+
+    return make
+
+
+# --------------------------------------------------------------------------- --jobs N
+
+_WORKER = {}
+
+
+def _worker_init(seg_kwargs: dict, threads: int) -> None:
+    import torch
+
+    from ..inference import Segmenter
+
+    torch.set_num_threads(threads)
+    _WORKER["segmenter"] = Segmenter(**seg_kwargs)
+
+
+def _worker_run(src: str, dst: str, settings: dict) -> tuple[str, str, str, float, list]:
+    from ..errors import UserError
+
+    warnings: list[str] = []
+    try:
+        r = _WORKER["segmenter"].run(src, dst, warn=warnings.append, **settings)
+    except UserError as exc:
+        return "error", src, str(exc), 0.0, warnings
+    except Exception as exc:
+        return "error", src, f"{src}: failed ({type(exc).__name__}: {exc})".splitlines()[0], 0.0, warnings
+    return "ok", src, f"{src} -> {dst} ({r.organs_found} organs, {r.seconds:.1f} s)", r.seconds, warnings
+
+
+def _run_parallel(args, todo):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    # Validate the checkpoint once here: a bad one is exit code 2, not N worker failures.
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.num_classes is not None and len(ckpt["classes"]) != args.num_classes:
+        raise CheckpointError(f"{args.checkpoint}: predicts {len(ckpt['classes'])} classes "
+                              f"({', '.join(map(str, ckpt['classes']))}), expected {args.num_classes}")
+    del ckpt
+    jobs = min(args.jobs, len(todo))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    failures, done = [], 0
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(_segmenter_kwargs(args), threads)) as pool:
+        futures = [pool.submit(_worker_run, str(s), str(d), _settings(args)) for s, d in todo]
+        for fut in as_completed(futures):
+            status, src, msg, _, warnings = fut.result()
+            for w in warnings:
+                _warn(w)
+            if status == "ok":
+                done += 1
+                _say(args.quiet, msg)
+            else:
+                failures.append((Path(src), msg))
+                print(f"segment: error: {msg}", file=sys.stderr, flush=True)
+    return done, failures
