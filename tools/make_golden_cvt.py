@@ -1,0 +1,125 @@
+"""Record CvT golden fidelity files from a local checkout of the official microsoft/CvT code.
+
+    python tools/make_golden_cvt.py --official /path/to/microsoft+CvT [--only NAME]
+
+The official model is built as its ``get_cls_model`` does (``QuickGELU``, LayerNorm eps 1e-5)
+from ``MODEL.SPEC`` of the official experiment YAML, filled with
+``golden.official_like_state`` (seed 0), run in float64 and eval mode, and the four outputs of
+its stages are recorded: the token maps of stages 1, 2, 3 and the stage-3 class token.
+``tests/models/test_cvt_official.py`` checks our encoder against them.
+
+Two stand-ins make the 2021 code import on this torch, neither changes the arithmetic:
+
+* ``timm`` (not installable here) and ``torch._six`` are replaced by tiny in-memory modules
+  providing the names the file imports (``DropPath`` is only reached with rate 0 / eval mode);
+* the official ``LayerNorm`` casts its input to float32 (an fp16 guard, the identity for
+  float32 inputs); for the float64 recording it runs in the input dtype instead.
+
+The official code is used only here, from the path given; it is never copied into this repo.
+"""
+from __future__ import annotations
+
+import argparse
+import collections.abc
+import os
+import sys
+import types
+from functools import partial
+
+import torch
+import yaml
+from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
+import golden  # noqa: E402
+
+# name -> (official YAML, input shape). CvT has no position embeddings, so the small inputs are
+# as valid a check as the training size; they keep the float64 tests fast (the official depthwise
+# convolutions take PyTorch's slow per-channel path in float64).
+CASES = {
+    "cvt_13": ("cvt-13-224x224.yaml", (1, 3, 224, 224)),
+    "cvt_13_small": ("cvt-13-224x224.yaml", (2, 3, 64, 96)),
+    "cvt_21": ("cvt-21-224x224.yaml", (1, 3, 96, 96)),
+    "cvt_w24": ("cvt-w24-384x384.yaml", (1, 3, 64, 64)),
+}
+INPUT_SEED = 11
+OUTPUTS = ("stage1", "stage2", "stage3", "cls_token")
+
+
+def install_stand_ins() -> None:
+    """In-memory ``timm`` and ``torch._six`` with the few names the official file imports."""
+    class DropPath(nn.Module):
+        def __init__(self, p=0.0):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if self.p and self.training:
+                raise RuntimeError("stand-in DropPath is for eval mode only")
+            return x
+
+    timm = types.ModuleType("timm")
+    models = types.ModuleType("timm.models")
+    layers = types.ModuleType("timm.models.layers")
+    layers.DropPath = DropPath
+    layers.trunc_normal_ = nn.init.trunc_normal_
+    timm.models, models.layers = models, layers
+    six = types.ModuleType("torch._six")
+    six.container_abcs = collections.abc
+    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
+                        "torch._six": six})
+
+
+def build_official(repo: str, yaml_name: str):
+    install_stand_ins()
+    sys.path.insert(0, repo)
+    from lib.models import cls_cvt
+
+    # fp16 guard -> identity in the input dtype (see the module docstring).
+    cls_cvt.LayerNorm.forward = nn.LayerNorm.forward
+    with open(os.path.join(repo, "experiments", "imagenet", "cvt", yaml_name)) as f:
+        spec = yaml.safe_load(f)["MODEL"]["SPEC"]
+    return cls_cvt.ConvolutionalVisionTransformer(
+        in_chans=3, num_classes=1000, act_layer=cls_cvt.QuickGELU,
+        norm_layer=partial(cls_cvt.LayerNorm, eps=1e-5), init=spec.get("INIT", "trunc_norm"),
+        spec=spec), spec
+
+
+def stage_outputs(model, x):
+    outs = {}
+    for i in range(model.num_stages):
+        x, cls = getattr(model, f"stage{i}")(x)
+        outs[f"stage{i + 1}"] = x
+    outs["cls_token"] = cls
+    return outs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official", required=True, help="checkout of the official microsoft/CvT repo")
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
+    ap.add_argument("--only", default=None)
+    args = ap.parse_args()
+    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
+    for case, (yaml_name, shape) in CASES.items():
+        if args.only and case != args.only:
+            continue
+        model, spec = build_official(args.official, yaml_name)
+        schema = golden.schema_of(model.state_dict())
+        model.load_state_dict(golden.official_like_state(schema, seed=0))
+        model.eval()
+        x = golden.make_input(shape, INPUT_SEED)
+        with torch.no_grad():
+            outs = stage_outputs(model, x)
+        meta = {"official": "microsoft/CvT lib/models/cls_cvt.py", "yaml": yaml_name,
+                "dims": spec["DIM_EMBED"], "depths": spec["DEPTH"]}
+        path = os.path.join(args.out, case + ".npz")
+        golden.save_golden(path, schema, x.shape, INPUT_SEED, outs, meta)
+        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB): "
+              + ", ".join(f"{k} {tuple(v.shape)}" for k, v in outs.items()))
+        del model
+
+
+if __name__ == "__main__":
+    main()
