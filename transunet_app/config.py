@@ -194,6 +194,12 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise UserError(f"{where}: {key} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):
