@@ -28,11 +28,11 @@ def fold_weight_standardization(model: nn.Module) -> nn.Module:
             conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
                              child.padding, child.dilation, child.groups, bias=child.bias is not None,
                              padding_mode=child.padding_mode)
+            conv.to(device=child.weight.device, dtype=child.weight.dtype)
             with torch.no_grad():
                 conv.weight.copy_(child.standardized_weight())
                 if child.bias is not None:
                     conv.bias.copy_(child.bias)
-            conv.to(child.weight.device)
             setattr(model, name, conv)
         else:
             fold_weight_standardization(child)
