@@ -129,6 +129,8 @@ def plan_outputs(inputs: list[Path], output: str, folder_mode: bool) -> list[tup
         return [(inputs[0], out)]
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (several inputs need an output folder)")
+    if folder_mode and out.name.lower().endswith((".nii", ".nii.gz")):
+        raise UserError(f"{out}: several inputs need an output folder, not a .nii.gz file name")
     if not folder_mode and not out.exists() and out.suffix:
         raise UserError(f"{out}: output label map must end with .nii.gz or .nii (or name a folder)")
     out.mkdir(parents=True, exist_ok=True)
@@ -309,9 +311,14 @@ def _run_parallel(args, todo):
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
                              initargs=(_segmenter_kwargs(args), threads)) as pool:
-        futures = [pool.submit(_worker_run, str(s), str(d), _settings(args)) for s, d in todo]
+        futures = {pool.submit(_worker_run, str(s), str(d), _settings(args)): s for s, d in todo}
         for fut in as_completed(futures):
-            status, src, msg, _, warnings = fut.result()
+            try:
+                status, src, msg, _, warnings = fut.result()
+            except Exception as exc:  # a worker died (out of memory, killed): report, go on
+                status, src, warnings = "error", str(futures[fut]), []
+                msg = f"{src}: worker process failed ({type(exc).__name__})"
+
             for w in warnings:
                 _warn(w)
             if status == "ok":
