@@ -91,7 +91,8 @@ def test_attention_maps():
 def test_every_parameter_gets_a_gradient():
     enc = build_encoder("CeiT-T", **SMALL).train()
     out = enc(torch.randn(2, 3, 64, 64))
-    loss = out.bottleneck.square().mean() + sum(s.square().mean() for s in out.skips if s is not None)
+    loss = out.bottleneck.square().mean()
+    loss = loss + sum(s.square().mean() for s in out.skips if s is not None)
     loss.backward()
     assert not [n for n, p in enc.named_parameters() if p.grad is None or not p.grad.abs().sum()]
 
@@ -105,7 +106,8 @@ def test_class_embedding_needs_lca():
         enc.class_embedding(f.cls_tokens)
     lca = build_encoder("CeiT-T", include_lca=True, **SMALL).eval()
     with torch.no_grad():
-        assert lca.class_embedding(lca.features(torch.randn(1, 3, 64, 64)).cls_tokens).shape == (1, 192)
+        cls_tokens = lca.features(torch.randn(1, 3, 64, 64)).cls_tokens
+        assert lca.class_embedding(cls_tokens).shape == (1, 192)
 
 
 def test_full_model_uses_both_stem_skips_and_runs_in_bf16():

@@ -83,7 +83,8 @@ def test_every_parameter_gets_a_gradient():
     """Including the stage-3 class token: it is attended to, so it shapes the patch tokens."""
     enc = build_encoder("CvT-13", **SMALL).train()
     out = enc(torch.randn(2, 3, 64, 64))
-    loss = out.bottleneck.square().mean() + sum(s.square().mean() for s in out.skips if s is not None)
+    loss = out.bottleneck.square().mean()
+    loss = loss + sum(s.square().mean() for s in out.skips if s is not None)
     loss.backward()
     no_grad = [n for n, p in enc.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not no_grad

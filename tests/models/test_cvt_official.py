@@ -128,7 +128,8 @@ def test_golden_detects_small_deviations(small, perturb):
 
 def test_other_family_checkpoint_is_refused(tmp_path):
     vit = {"patch_embed.proj.weight": torch.zeros(768, 3, 16, 16),
-           "blocks.0.attn.qkv.weight": torch.zeros(2304, 768), "pos_embed": torch.zeros(1, 197, 768)}
+           "blocks.0.attn.qkv.weight": torch.zeros(2304, 768),
+           "pos_embed": torch.zeros(1, 197, 768)}
     path = tmp_path / "deit.pth"
     torch.save({"model": vit}, path)
     with pytest.raises(CheckpointError, match="vit family.*CvT-13 takes cvt weights"):

@@ -178,7 +178,8 @@ class ConvAttention(nn.Module):
                    for p in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v))
         if cls is not None:
             q, k, v = (torch.cat((cls, t), dim=1) for t in (q, k, v))
-        q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
+        q, k, v = (self._heads(lin(t)) for lin, t in ((self.proj_q, q), (self.proj_k, k),
+                                                      (self.proj_v, v)))
         weights = None
         drop = self.attn_drop if self.training else 0.0
         if return_attention:
@@ -308,7 +309,7 @@ class CvTEncoder(Encoder):
         s3, _ = self.stage2(s2, attentions)
         return EncoderOutput(s3, (s2, s1, None), attentions)
 
-    def stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The official per-stage outputs: maps of stages 1-3 and the stage-3 class token
         (B, 1, C), as ``VisionTransformer.forward`` of each official stage returns them."""
         self.check_input(x)
