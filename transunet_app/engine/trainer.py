@@ -92,6 +92,8 @@ class Trainer:
         try:
             self._check_output(resume)
             t = config.train
+            if t.cpu_threads:
+                torch.set_num_threads(t.cpu_threads)
             if t.deterministic:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True, warn_only=self.ctx.device.type == "cuda")

@@ -1,0 +1,371 @@
+"""Training throughput vs a loop that mirrors the official TransUNet trainer, side by side.
+
+Three loops train R50-ViT-B_16 at batch 8 on 512x512 slices (the Synapse in-plane size; made
+from the real CT sample in ../shared/data, or a phantom when it is absent), interleaved
+iteration by iteration so that they share the machine's load equally:
+
+* ``reference``: the official ``trainer_synapse`` recipe: ``RandomGenerator`` (scipy rot90/flip or
+  ``ndimage.rotate``, cubic ``zoom`` to 224) per sample, fp32 NCHW model, CE + the official
+  per-class Python-loop ``DiceLoss``, SGD with the official poly lr;
+* ``engine fp32``: this package's loader (tensor augmentation) and train step, without autocast;
+* ``engine bf16`` (the default on CPUs with AMX): the same with bf16 autocast and channels_last.
+
+Every iteration each loop loads its own batch through its own pipeline (timed: the loader
+cost), but the training step of all three runs on the SAME batch (the engine's), from the same
+initial weights, so their losses can be compared batch by batch: fp32 must agree with the
+reference to float rounding, bf16 within a tolerance. samples/s = batch / (load + step).
+
+    python tools/bench_train.py                 # throughput + loss agreement (long on a CPU)
+    python tools/bench_train.py --iterations 2 --warmup 1
+    python tools/bench_train.py --learning-check-only
+
+``--learning-check`` also trains configs/real_ct_learning.yaml on the 30 slices of the real CT
+and reports the mean Dice over the 8 organs and the CPU time it took.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO / ".." / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+
+# --------------------------------------------------------------------------- official mirror
+
+
+def random_rot_flip(image, label):
+    k = np.random.randint(0, 4)
+    image = np.rot90(image, k)
+    label = np.rot90(label, k)
+    axis = np.random.randint(0, 2)
+    image = np.flip(image, axis=axis).copy()
+    label = np.flip(label, axis=axis).copy()
+    return image, label
+
+
+def random_rotate(image, label):
+    from scipy import ndimage
+
+    angle = np.random.randint(-20, 20)
+    image = ndimage.rotate(image, angle, order=0, reshape=False)
+    label = ndimage.rotate(label, angle, order=0, reshape=False)
+    return image, label
+
+
+class RandomGenerator:
+    """datasets/dataset_synapse.py of the official code."""
+
+    def __init__(self, output_size):
+        self.output_size = output_size
+
+    def __call__(self, sample):
+        from scipy.ndimage import zoom
+
+        image, label = sample["image"], sample["label"]
+        if random.random() > 0.5:
+            image, label = random_rot_flip(image, label)
+        elif random.random() > 0.5:
+            image, label = random_rotate(image, label)
+        x, y = image.shape
+        if x != self.output_size[0] or y != self.output_size[1]:
+            image = zoom(image, (self.output_size[0] / x, self.output_size[1] / y), order=3)
+            label = zoom(label, (self.output_size[0] / x, self.output_size[1] / y), order=0)
+        image = torch.from_numpy(image.astype(np.float32)).unsqueeze(0)
+        label = torch.from_numpy(label.astype(np.float32))
+        return {"image": image, "label": label.long()}
+
+
+class SynapseDatasetOfficial(torch.utils.data.Dataset):
+    def __init__(self, base_dir, names, transform):
+        self.base_dir, self.names, self.transform = Path(base_dir), names, transform
+
+    def __len__(self):
+        return len(self.names)
+
+    def __getitem__(self, idx):
+        data = np.load(self.base_dir / f"{self.names[idx]}.npz")
+        return self.transform({"image": data["image"], "label": data["label"]})
+
+
+class OfficialDiceLoss(torch.nn.Module):
+    """utils.DiceLoss of the official code."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def forward(self, inputs, target):
+        inputs = torch.softmax(inputs, dim=1)
+        target = torch.cat([(target == i).unsqueeze(1) for i in range(self.n_classes)], dim=1).float()
+        loss = 0.0
+        for i in range(self.n_classes):
+            score, t = inputs[:, i], target[:, i]
+            intersect = torch.sum(score * t)
+            y_sum = torch.sum(t * t)
+            z_sum = torch.sum(score * score)
+            loss += 1 - (2 * intersect + 1e-5) / (z_sum + y_sum + 1e-5)
+        return loss / self.n_classes
+
+
+# --------------------------------------------------------------------------- data
+
+
+def make_slices(out: Path, n: int = 24, size: int = 512) -> list[str]:
+    """Write ``n`` official-layout training slices of ``size``^2 (real CT resampled, or phantom)."""
+    from scipy.ndimage import zoom
+
+    from transunet_app.data.synapse import normalise_hu
+
+    if (SHARED / "ct_abdomen_3mm.nii.gz").exists():
+        import nibabel as nib
+
+        ct = np.asarray(nib.load(str(SHARED / "ct_abdomen_3mm.nii.gz")).dataobj, dtype=np.float32)
+        lab = np.asarray(nib.load(str(SHARED / "ct_abdomen_3mm_labels.nii.gz")).dataobj, dtype=np.uint8)
+        src = "real CT sample resampled to 512x512"
+    else:
+        from transunet_app.data.phantom import make_phantom
+
+        ph = make_phantom(0, matrix=128, slices=30)
+        ct, lab = ph.image.astype(np.float32), ph.labels
+        src = "phantom resampled to 512x512"
+    (out / "train_npz").mkdir(parents=True, exist_ok=True)
+    names = []
+    depth = ct.shape[2]
+    for i in range(n):
+        z = int(i * depth / n)
+        img2, lab2 = ct[:, :, z], lab[:, :, z]
+        f = (size / img2.shape[0], size / img2.shape[1])
+        image = normalise_hu(zoom(img2, f, order=1))
+        label = zoom(lab2, f, order=0).astype(np.uint8)
+        name = f"case0001_slice{i:03d}"
+        np.savez(out / "train_npz" / f"{name}.npz", image=image, label=label)
+        names.append(name)
+    (out / "lists_Synapse").mkdir(exist_ok=True)
+    (out / "lists_Synapse" / "train.txt").write_text("\n".join(names) + "\n")
+    (out / "dataset.yaml").write_text(json.dumps({"classes": ["background", "aorta", "gallbladder", "left kidney",
+                                                               "right kidney", "liver", "pancreas", "spleen",
+                                                               "stomach"], "source": {"kind": src}}))
+    return names
+
+
+# --------------------------------------------------------------------------- loops
+
+
+class Loop:
+    """One training loop: its own loader, model copy, optimizer and step function."""
+
+    def __init__(self, name, loader, model, step, lr_at):
+        self.name, self.loader, self.model, self.step, self.lr_at = name, loader, model, step, lr_at
+        self.it = iter(loader)
+        self.load_s, self.step_s, self.losses = [], [], []
+
+    def next_batch(self):
+        t = time.perf_counter()
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            batch = next(self.it)
+        self.load_s.append(time.perf_counter() - t)
+        return batch
+
+
+def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, max_iterations: int):
+    from transunet_app.config import config_from_dict
+    from transunet_app.data.datasets import SynapseSlices
+    from transunet_app.data.transforms import SliceAugment
+    from transunet_app.engine.data import AugmentedSlices, ResumableSampler, make_loader
+    from transunet_app.engine.losses import DiceCELoss
+    from transunet_app.engine.schedule import build_optimizer, build_scheduler
+    from transunet_app.models import build_model
+
+    torch.manual_seed(1234)
+    base = build_model("R50-ViT-B_16", 9, img_size=img_size)
+    init = {k: v.clone() for k, v in base.state_dict().items()}
+    del base
+    cfg = config_from_dict({"model": {"name": "R50-ViT-B_16"}, "data": {"root": str(data_root)}})
+    base_lr = cfg.optim.lr
+
+    # reference: official dataset/transform/loss/optimizer/lr
+    random.seed(1234)
+    np.random.seed(1234)
+    ref_ds = SynapseDatasetOfficial(data_root / "train_npz", names, RandomGenerator([img_size, img_size]))
+    ref_loader = torch.utils.data.DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=0,
+                                             generator=torch.Generator().manual_seed(0))
+    ref_model = build_model("R50-ViT-B_16", 9, img_size=img_size)
+    ref_model.load_state_dict(init)
+    ref_model.train()
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base_lr, momentum=0.9, weight_decay=1e-4)
+    ce, dice = torch.nn.CrossEntropyLoss(), OfficialDiceLoss(9)
+    ref_iter = [0]
+
+    def ref_step(image, label):
+        outputs = ref_model(image)
+        loss_ce = ce(outputs, label.long())
+        loss_dice = dice(outputs, label)
+        loss = 0.5 * loss_ce + 0.5 * loss_dice
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+        lr_ = base_lr * (1.0 - ref_iter[0] / max_iterations) ** 0.9
+        for g in ref_opt.param_groups:
+            g["lr"] = lr_
+        ref_iter[0] += 1
+        ref_opt.zero_grad(set_to_none=True)  # free the gradients between interleaved loops
+        return float(loss)
+
+    loops = [Loop("reference (official recipe, fp32, scipy loader)", ref_loader, ref_model, ref_step, None)]
+
+    slices = SynapseSlices(data_root, split="train")
+    aug = SliceAugment(img_size)
+    for label, amp in (("engine fp32", None), ("engine bf16 + channels_last", torch.bfloat16)):
+        ds = AugmentedSlices(slices, aug, seed=1234)
+        sampler = ResumableSampler(len(ds), seed=1234)
+        loader = make_loader(ds, sampler, batch, num_workers=0)
+        model = build_model("R50-ViT-B_16", 9, img_size=img_size)
+        model.load_state_dict(init)
+        model.train()
+        cl = amp is not None
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(model, "sgd", base_lr, 1e-4, 0.9)
+        sched = build_scheduler(opt, max_iterations, "poly", 0.9, base_lr=base_lr)
+        crit = DiceCELoss()
+
+        def step(image, label, model=model, opt=opt, sched=sched, crit=crit, amp=amp, cl=cl):
+            x = image.contiguous(memory_format=torch.channels_last) if cl else image
+            with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+                logits = model(x)
+            loss, _ = crit(logits, label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            return float(loss)
+
+        loops.append(Loop(label, loader, model, step, None))
+    return loops
+
+
+def throughput(args) -> dict:
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        root = Path(tmp)
+        names = make_slices(root, n=max(args.batch * 3, 24))
+        # The lr schedule spans a long run (as in training), so a few steps barely move it.
+        loops = build_loops(root, names, args.batch, args.img_size, max_iterations=13950)
+        total = args.warmup + args.iterations
+        for i in range(total):
+            batches = [loop.next_batch() for loop in loops]  # each pipeline's own batch: its loading cost
+            image, label = batches[-1]["image"], batches[-1]["label"]  # the engine's batch feeds every step
+            for loop in loops:
+                t = time.perf_counter()
+                loss = loop.step(image, label)
+                loop.step_s.append(time.perf_counter() - t)
+                loop.losses.append(loss)
+            print(f"iteration {i + 1}/{total}: " + ", ".join(
+                f"{lp.name.split(' (')[0]} {lp.step_s[-1]:.1f}s loss {lp.losses[-1]:.6f}" for lp in loops), flush=True)
+    w = args.warmup
+    rows = []
+    for loop in loops:
+        load = float(np.mean(loop.load_s[w:]))
+        step = float(np.mean(loop.step_s[w:]))
+        rows.append({"loop": loop.name, "load_s": load, "step_s": step, "samples_per_s": args.batch / (load + step),
+                     "loader_share": load / (load + step), "losses": loop.losses})
+    ref = rows[0]
+    for r in rows:
+        r["speedup"] = r["samples_per_s"] / ref["samples_per_s"]
+        r["max_rel_loss_diff"] = max(abs(a - b) / abs(b) for a, b in zip(r["losses"], ref["losses"]))
+    return {"batch": args.batch, "img_size": args.img_size, "threads": args.threads, "warmup": w,
+            "iterations": args.iterations, "rows": rows}
+
+
+# --------------------------------------------------------------------------- learning check
+
+
+def learning_check(args) -> dict:
+    from transunet_app.data.folders import prepare_folder
+    from transunet_app.engine import train
+
+    ct = SHARED / "ct_abdomen_3mm.nii.gz"
+    if not ct.exists():
+        return {"skipped": f"real CT sample not found in {SHARED.resolve()}"}
+    with tempfile.TemporaryDirectory(prefix="learning_check_") as tmp:
+        tmp = Path(tmp)
+        src = tmp / "src"
+        for sub, f in (("imagesTr", ct), ("labelsTr", SHARED / "ct_abdomen_3mm_labels.nii.gz")):
+            (src / sub).mkdir(parents=True)
+            (src / sub / "ct.nii.gz").symlink_to(f.resolve())
+        prepare_folder(src, tmp / "data", labels_yaml=REPO / "datasets" / "synapse" / "labels_8class.yaml",
+                       splits={"train": ["ct"], "test": []})
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        overrides = [f"data.root={tmp / 'data'}", "log.progress=false", *args.overrides]
+        best = train(REPO / "configs" / "real_ct_learning.yaml", tmp / "run", overrides=overrides)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        from transunet_app.checkpoint import load_checkpoint
+
+        metrics = load_checkpoint(best)["metrics"]
+        history = [json.loads(ln) for ln in (tmp / "run" / "log.jsonl").read_text().splitlines()]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    vals = [(r["iteration"], r["mean_dice"]) for r in history if r.get("event") == "validation"]
+    return {"mean_dice": metrics["mean_dice"], "per_organ": metrics["per_organ"], "cpu_minutes": cpu / 60,
+            "wall_minutes": wall / 60, "validations": vals, "overrides": args.overrides}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--iterations", type=int, default=3, help="timed iterations per loop")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--learning-check", action="store_true", help="also run the real-CT learning check")
+    p.add_argument("--learning-check-only", action="store_true")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("overrides", nargs="*", help="config overrides for the learning check")
+    args = p.parse_args(argv)
+    results = {"cpu_amx": __import__("transunet_app.engine.trainer", fromlist=["x"]).cpu_has_amx(),
+               "torch": torch.__version__}
+    if not args.learning_check_only:
+        tp = throughput(args)
+        results["throughput"] = tp
+        print(f"\nR50-ViT-B_16, batch {tp['batch']}, {tp['img_size']}px, {tp['threads']} threads, "
+              f"{tp['iterations']} timed iterations after {tp['warmup']} warm-up (interleaved)")
+        print("| loop | load s/batch | step s/batch | samples/s | vs reference | loader share | max rel. loss diff |")
+        print("|---|---|---|---|---|---|---|")
+        for r in tp["rows"]:
+            print(f"| {r['loop']} | {r['load_s']:.3f} | {r['step_s']:.2f} | {r['samples_per_s']:.3f} | "
+                  f"{r['speedup']:.2f}x | {100 * r['loader_share']:.1f}% | {r['max_rel_loss_diff']:.2e} |")
+    if args.learning_check or args.learning_check_only:
+        lc = learning_check(args)
+        results["learning_check"] = lc
+        if "skipped" in lc:
+            print(f"\nlearning check skipped: {lc['skipped']}")
+        else:
+            print(f"\nlearning check (configs/real_ct_learning.yaml on the 30 real CT slices): mean Dice "
+                  f"{lc['mean_dice']:.4f} in {lc['cpu_minutes']:.1f} CPU min ({lc['wall_minutes']:.1f} min wall)")
+            print("| organ | Dice |\n|---|---|")
+            for k, v in lc["per_organ"].items():
+                print(f"| {k} | {v:.4f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
