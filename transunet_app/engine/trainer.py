@@ -145,7 +145,11 @@ class Trainer:
                 raise UserError(f"model: cannot build {m.name!r}: {exc}") from None
             self.pretrained_report = None
             if m.pretrained and not resume:
-                self.pretrained_report = load_pretrained(model, m.pretrained)
+                try:
+                    self.pretrained_report = load_pretrained(model, m.pretrained)
+                except UserError as exc:
+                    raise UserError(f"model.pretrained: {exc} (set model.pretrained=null to train from "
+                                    f"scratch)") from None
             # Dropout streams differ per rank (different data); rank 0 keeps the seed itself.
             torch.manual_seed(t.seed + self.ctx.rank)
             model.to(self.ctx.device)
@@ -187,6 +191,8 @@ class Trainer:
                 if self.resumed_from:
                     self.log.line({"event": "resume", "iteration": self.iteration, "from": str(self.resumed_from)})
                 else:
+                    if self.pretrained_report is not None:
+                        self.log.line({"event": "pretrained", "summary": self.pretrained_report.summary()})
                     self.log.line({"event": "start", "max_iterations": self.max_iterations,
                                    "iters_per_epoch": self.iters_per_epoch, "world_size": self.ctx.world_size,
                                    "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",

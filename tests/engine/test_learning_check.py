@@ -1,0 +1,23 @@
+"""Learning check (slow): configs/real_ct_learning.yaml fitted to the 30 slices of the real CT
+reaches a mean Dice over the 8 organs of at least 0.85 in under 10 CPU minutes."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import pytest
+
+from .conftest import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_real_ct_learning_check(shared_ct):
+    spec = importlib.util.spec_from_file_location("bench_train", REPO_ROOT / "tools" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.learning_check(argparse.Namespace(overrides=[]))
+    assert "skipped" not in result
+    organs = result["per_organ"]
+    assert len(organs) == 8
+    assert result["mean_dice"] >= 0.85, f"mean Dice {result['mean_dice']:.3f}: {organs}"
+    assert result["cpu_minutes"] < 10.0, f"{result['cpu_minutes']:.1f} CPU minutes"
