@@ -34,8 +34,12 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeat: int = 5) -> float:
 
 
 def forward_flops(model, size) -> float:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     x = torch.randn(1, 1, *size)
-    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+    # The math backend makes attention's matmuls visible to the counter (the fused CPU kernel
+    # is not counted).
+    with torch.inference_mode(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
         model(x)
     return fc.get_total_flops()
 

@@ -6,6 +6,9 @@ from transunet_app.models import build_encoder, build_model, list_models
 
 OFFICIAL = ["R50-ViT-B_16", "R50-ViT-L_16", "ViT-B_16", "ViT-B_32", "ViT-L_16"]
 ALL = list_models()
+# Training steps of the largest variants take ~1 min each on 2 CPU cores: slow marker.
+LARGE = {"R50-ViT-L_16", "ViT-L_16", "CvT-W24", "Conformer-B", "CeiT-B"}
+ALL_LEARN = [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in ALL]
 
 
 def test_official_variants_registered():
@@ -66,7 +69,7 @@ def test_forward_at_224_and_a_second_size(name):
         assert torch.isfinite(y.float()).all()
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", ALL_LEARN)
 def test_every_model_learns(name):
     """A few optimisation steps of the full model on a tiny batch lower the loss."""
     torch.manual_seed(0)

@@ -40,11 +40,14 @@ class TransUNet(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        available = sum(1 for c in encoder.skip_channels if c)
-        n_skip = available if n_skip is None else n_skip
-        if n_skip > 0 and any(c == 0 for c in encoder.skip_channels[:n_skip]):
+        # n_skip counts decoder stages from the deepest (1/8, 1/4, 1/2) as the official n_skip;
+        # a stage whose skip the encoder lacks (0 channels, e.g. CeiT's 1/8) just upsamples.
+        # Default: up to the shallowest skip the encoder has.
+        deepest = max((i + 1 for i, c in enumerate(encoder.skip_channels) if c), default=0)
+        n_skip = deepest if n_skip is None else n_skip
+        if n_skip > deepest:
             raise ValueError(f"n_skip={n_skip} but the encoder provides skips with channels "
-                             f"{encoder.skip_channels}")
+                             f"{encoder.skip_channels} (at most n_skip={deepest})")
         self.num_classes = num_classes
         self.encoder = encoder
         self.decoder = DecoderCup(encoder.bottleneck_channels, encoder.skip_channels, n_skip,
