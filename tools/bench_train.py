@@ -293,6 +293,31 @@ def throughput(args) -> dict:
             "iterations": args.iterations, "rows": rows}
 
 
+def loader_cost(args, batch: int = 24, batches: int = 3) -> dict:
+    """Seconds per batch of ``batch`` 512x512 slices -> 224 for both pipelines (no model)."""
+    from transunet_app.data.datasets import SynapseSlices
+    from transunet_app.data.transforms import SliceAugment
+    from transunet_app.engine.data import AugmentedSlices, ResumableSampler, make_loader
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+        root = Path(tmp)
+        names = make_slices(root, n=batch * batches)
+        random.seed(0)
+        np.random.seed(0)
+        ref = torch.utils.data.DataLoader(SynapseDatasetOfficial(root / "train_npz", names,
+                                                                 RandomGenerator([args.img_size] * 2)),
+                                          batch_size=batch, shuffle=True, num_workers=0)
+        ds = AugmentedSlices(SynapseSlices(root, split="train"), SliceAugment(args.img_size), seed=0)
+        ours = make_loader(ds, ResumableSampler(len(ds), seed=0), batch, num_workers=0)
+        out = {}
+        for name, loader in (("reference (scipy)", ref), ("engine (tensors)", ours)):
+            t = time.perf_counter()
+            n = sum(1 for _ in loader)
+            out[name] = (time.perf_counter() - t) / n
+    return out
+
+
 # --------------------------------------------------------------------------- learning check
 
 
@@ -336,12 +361,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--learning-check", action="store_true", help="also run the real-CT learning check")
     p.add_argument("--learning-check-only", action="store_true")
+    p.add_argument("--loader-only", action="store_true",
+                   help="only the loading cost of a batch of 24 (512x512 -> img-size) for both pipelines")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides for the learning check")
     args = p.parse_args(argv)
     results = {"cpu_amx": __import__("transunet_app.engine.trainer", fromlist=["x"]).cpu_has_amx(),
                "torch": torch.__version__}
-    if not args.learning_check_only:
+    if args.loader_only:
+        cost = loader_cost(args)
+        results["loader_batch24_s"] = cost
+        print("| pipeline | s per batch of 24 (512x512 -> %d) |\n|---|---|" % args.img_size)
+        for k, v in cost.items():
+            print(f"| {k} | {v:.3f} |")
+    elif not args.learning_check_only:
         tp = throughput(args)
         results["throughput"] = tp
         print(f"\nR50-ViT-B_16, batch {tp['batch']}, {tp['img_size']}px, {tp['threads']} threads, "

@@ -8,10 +8,11 @@ an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torch.utils.data.distributed import DistributedSampler
 
 from ..data.transforms import SliceAugment, sample_generator
@@ -34,8 +35,24 @@ class AugmentedSlices(Dataset):
     def __getitem__(self, key) -> dict:
         epoch, index = key
         sample = self.slices[index]
-        image, label = self.augment(sample["image"], sample["label"], sample_generator(self.seed, epoch, index))
+        with _one_thread():
+            image, label = self.augment(sample["image"], sample["label"], sample_generator(self.seed, epoch, index))
         return {"image": image, "label": label, "index": index}
+
+
+@contextmanager
+def _one_thread():
+    # Per-sample resampling is far too small to split over OpenMP threads: in the main process
+    # (num_workers=0) two threads made it ~10x slower on a busy CPU. Workers already run with 1.
+    n = torch.get_num_threads()
+    if n == 1 or get_worker_info() is not None:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 class ResumableSampler(Sampler):
