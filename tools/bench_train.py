@@ -224,7 +224,7 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
             g["lr"] = lr_
         ref_iter[0] += 1
         ref_opt.zero_grad(set_to_none=True)  # free the gradients between interleaved loops
-        return float(loss)
+        return float(loss.detach())
 
     loops = [Loop("reference (official recipe, fp32, scipy loader)", ref_loader, ref_model, ref_step, None)]
 
@@ -254,7 +254,7 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            return float(loss)
+            return float(loss.detach())
 
         loops.append(Loop(label, loader, model, step, None))
     return loops
@@ -272,6 +272,7 @@ def throughput(args) -> dict:
             batches = [loop.next_batch() for loop in loops]  # each pipeline's own batch: its loading cost
             image, label = batches[-1]["image"], batches[-1]["label"]  # the engine's batch feeds every step
             for loop in loops:
+                torch.manual_seed(10_000 + i)  # the same dropout masks in every loop
                 t = time.perf_counter()
                 loss = loop.step(image, label)
                 loop.step_s.append(time.perf_counter() - t)
