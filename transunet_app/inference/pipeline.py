@@ -31,6 +31,8 @@ class RunResult:
     seconds: float
     warnings: list = field(default_factory=list)
     organs_found: int = 0
+    #: seconds per phase of the inference: "prepare", "model" (slices -> labels), "postprocess"
+    timings: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -178,7 +180,8 @@ class Segmenter:
         found = int(sum(1 for k in range(1, len(self.classes)) if (seg.labels == k).any())) \
             if stats is None else sum(1 for o in stats["organs"].values() if o["status"] != "absent")
         return RunResult(input=input_path, outputs=written, seconds=time.perf_counter() - t0,
-                         warnings=list(check.warnings), organs_found=found)
+                         warnings=list(check.warnings), organs_found=found,
+                         timings=dict(seg.timings))
 
     # ------------------------------------------------------------------ pieces
 
