@@ -37,12 +37,14 @@ def _last_logged(log_path) -> int:
 def test_sigkill_then_resume_repeats_losses(phantom_root, tmp_path):
     overrides = tiny_overrides(phantom_root, **{
         "train.max_iterations": MAX_IT, "train.checkpoint_every_iterations": 4, "train.deterministic": True,
-        "val.source": "none", "model.overrides.dropout": 0.1})
+        "val.source": "none", "model.overrides.dropout": 0.1, "train.cpu_threads": 1})
     # 18 slices / batch 4 -> 5 iterations per epoch: checkpoints fall mid-epoch and at epoch ends.
 
+    # The uninterrupted run in this process (one thread, as the subprocesses below).
+    from transunet_app.engine import train
+
     full = tmp_path / "full"
-    res = run_cli(["train", "--config", CONFIG, "--output", str(full), *overrides])
-    assert res.returncode == 0, res.stderr[-2000:]
+    train(CONFIG, full, overrides=overrides)
     reference = _losses(full / "log.jsonl")
     assert sorted(reference) == list(range(1, MAX_IT + 1))
 
