@@ -30,8 +30,8 @@ def add_arguments(parser) -> None:
                         help="output folder (default: ./demo_out; must be new or empty)")
     parser.add_argument("--cases", type=int, default=12, metavar="N",
                         help="phantom cases, a quarter held out for testing (default 12)")
-    parser.add_argument("--epochs", type=int, default=None, metavar="E",
-                        help="training epochs (default: configs/demo.yaml, about 3 CPU minutes)")
+    parser.add_argument("--iterations", type=int, default=None, metavar="N",
+                        help="training iterations (default: configs/demo.yaml, a few CPU minutes)")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     parser.add_argument("--real-ct", default=None, metavar="NIFTI",
                         help="a real CT to segment too (default: ../shared/data sample if present)")
@@ -78,8 +78,8 @@ def run(args) -> int:
 
     _step(f"2/5 training a tiny TransUNet -> {run_dir}")
     overrides = [f"data.root={data}"]
-    if args.epochs is not None:
-        overrides.append(f"train.max_epochs={args.epochs}")
+    if args.iterations is not None:
+        overrides.append(f"train.max_iterations={args.iterations}")
     from ..engine import train
 
     best = Path(train(DEMO_CONFIG, run_dir, resume=False, overrides=overrides))
