@@ -43,9 +43,17 @@ def get_spec(name: str) -> EncoderSpec:
 
 
 def list_models() -> list[str]:
-    """All registered model/encoder names, in registration order."""
+    """All registered model/encoder names: families in the order of ``_FAMILIES`` (ViT and
+    the TransUNet variants first), variants in their registration order; independent of which
+    family module happened to be imported first."""
     _import_families()
-    return [s.name for s in _ENCODERS.values()]
+
+    def family_rank(spec: EncoderSpec) -> int:
+        fam = spec.builder.__module__.rsplit(".", 1)[-1]
+        return _FAMILIES.index(fam) if fam in _FAMILIES else len(_FAMILIES)
+
+    specs = list(_ENCODERS.values())
+    return [s.name for s in sorted(specs, key=lambda s: (family_rank(s), specs.index(s)))]
 
 
 _FAMILIES = ("vit", "cvt", "ceit", "conformer")
