@@ -20,7 +20,9 @@ def run(args) -> int:
 
     print(f"transunet-app {__version__}  torch {torch.__version__}  python {platform.python_version()}")
     cap = torch.backends.cpu.get_cpu_capability()
-    amx = _has_amx()
+    from ..inference.precision import cpu_has_amx
+
+    amx = cpu_has_amx()
     print(f"CPU: {torch.get_num_threads()} threads, {cap}{', AMX (fast bf16)' if amx else ''}; "
           f"CUDA: {'yes, ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
     print("\nmodels:")
@@ -31,11 +33,3 @@ def run(args) -> int:
             extra = f"  {count_parameters(build_model(name, 9)) / 1e6:7.2f}M params"
         print(f"  {name:<14}{extra}  {spec.description}")
     return 0
-
-
-def _has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False

@@ -47,18 +47,6 @@ RESUMABLE_CHANGES = {"data.root", "data.num_workers", "log.tensorboard", "log.im
                      "log.print_every", "val.batch_size", "train.checkpoint_every_iterations", "train.device"}
 
 
-def cpu_has_amx() -> bool:
-    """True on x86 CPUs with AMX-BF16 (bf16 matmuls several times faster than fp32)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
-
-
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
     if mode == "off":
@@ -69,6 +57,8 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    from ..inference.precision import cpu_has_amx
+
     return torch.bfloat16 if cpu_has_amx() else None
 
 
