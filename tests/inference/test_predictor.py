@@ -138,3 +138,13 @@ def test_input_check_reports_ct_and_warns_otherwise():
     assert any("does not look like CT" in w for w in mr.warnings)
     thick = _check(ph.image, ph.affine @ np.diag([1, 1, 4, 1]))
     assert any("apart" in w for w in thick.warnings)
+
+
+def test_tta_swaps_left_and_right_organs_after_a_mirror_flip():
+    from transunet_app.data.phantom import CLASSES
+    from transunet_app.inference.predictor import lateral_swap
+
+    order = lateral_swap(CLASSES)
+    assert CLASSES[order[CLASSES.index("left kidney")]] == "right kidney"
+    assert CLASSES[order[CLASSES.index("right kidney")]] == "left kidney"
+    assert all(order[i] == i for i, n in enumerate(CLASSES) if "kidney" not in n)

@@ -91,7 +91,8 @@ class Segmenter:
                                   f"only the canonical 'SPL' slice frame is supported")
         self.predictor = SlicePredictor(model, self.preprocessing, self.device, self.precision,
                                         batch_size=batch_size, tta=tta,
-                                        source=str(self.checkpoint_path))
+                                        source=str(self.checkpoint_path),
+                                        class_names=self.classes)
         del ckpt
         self._sha256: str | None = None
 

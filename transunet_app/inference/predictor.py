@@ -29,9 +29,24 @@ from .precision import torch_dtype
 #: TransUNet ``test_single_volume``) maps between, so a checkpoint sees slices as in training.
 ALIGN_CORNERS = True
 #: Flip variants for test-time augmentation: identity, left-right (W), anterior-posterior (H).
+#: A left-right flip mirrors the patient, so the probabilities of paired classes ("left
+#: kidney" / "right kidney") are swapped back after it (see :func:`lateral_swap`).
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,))
 #: Normalisations this predictor implements (checkpoint ``preprocessing["normalization"]``).
 NORMALIZATIONS = ("window_to_unit",)
+
+
+def lateral_swap(class_names) -> list[int]:
+    """Channel order that undoes a left-right mirror: "left X" <-> "right X", others unchanged."""
+    names = [str(n).lower() for n in class_names]
+    order = list(range(len(names)))
+    for i, n in enumerate(names):
+        for a, b in (("left", "right"), ("right", "left")):
+            if a in n.split():
+                twin = " ".join(b if w == a else w for w in n.split())
+                if twin in names:
+                    order[i] = names.index(twin)
+    return order
 
 
 @dataclass
@@ -115,6 +130,7 @@ class SlicePredictor:
         precision: resolved "fp32", "bf16" or "fp16".
         batch_size: slices per forward pass.
         tta: average the flip variants of :data:`TTA_FLIPS`.
+        class_names: names by class id; lets TTA swap left/right organs after a mirror flip.
         source: checkpoint path for error messages.
 
     Raises:
@@ -123,7 +139,7 @@ class SlicePredictor:
 
     def __init__(self, model, preprocessing: dict, device: torch.device, precision: str,
                  batch_size: int = 8, tta: bool = False, source: str = "checkpoint",
-                 copy_model: bool = False):
+                 copy_model: bool = False, class_names=None):
         norm = preprocessing.get("normalization", "window_to_unit")
         if norm not in NORMALIZATIONS:
             raise CheckpointError(f"{source}: preprocessing normalization {norm!r} is not "
@@ -142,6 +158,8 @@ class SlicePredictor:
         self.tta = bool(tta)
         self.model = prepare_for_inference(model, device, precision, copy_model=copy_model)
         self.num_classes = int(self.model.num_classes)
+        self.lr_swap = (lateral_swap(class_names) if class_names is not None
+                        else list(range(self.num_classes)))
 
     # ------------------------------------------------------------------ one batch
 
@@ -181,6 +199,8 @@ class SlicePredictor:
                 xi = torch.flip(x, dims) if dims else x
                 p = self._forward(xi).softmax(dim=1)
                 p = torch.flip(p, dims) if dims else p
+                if 3 in dims and self.lr_swap != list(range(self.num_classes)):
+                    p = p[:, self.lr_swap]
                 votes.append(p.argmax(dim=1))
                 s = p if s is None else s.add_(p)
             s.mul_(1.0 / len(TTA_FLIPS))
