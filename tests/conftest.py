@@ -21,3 +21,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "ct_abdomen_3mm.nii.gz").exists():
         pytest.skip(f"real CT sample not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_ct(shared_data) -> tuple[Path, Path]:
+    """(CT, labels) of the real abdominal CT sample; skips when ../shared/data is absent."""
+    lab = shared_data / "ct_abdomen_3mm_labels.nii.gz"
+    if not lab.exists():
+        pytest.skip(f"real CT labels not found in {shared_data}")
+    return shared_data / "ct_abdomen_3mm.nii.gz", lab

@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
 
 
-@pytest.fixture(scope="session")
-def shared_ct() -> tuple[Path, Path]:
-    """(CT, labels) of the real abdominal CT sample; skips when ../shared/data is absent."""
-    ct = SHARED_DATA / "ct_abdomen_3mm.nii.gz"
-    lab = SHARED_DATA / "ct_abdomen_3mm_labels.nii.gz"
-    if not ct.exists() or not lab.exists():
-        pytest.skip(f"real CT sample not found in {SHARED_DATA.resolve()}")
-    return ct, lab
 
 
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray, qform_code: int = 1, sform_code: int = 1) -> Path:

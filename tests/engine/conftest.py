@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -22,13 +21,6 @@ def phantom_root(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def shared_ct() -> tuple[Path, Path]:
-    ct = SHARED_DATA / "ct_abdomen_3mm.nii.gz"
-    lab = SHARED_DATA / "ct_abdomen_3mm_labels.nii.gz"
-    if not ct.exists() or not lab.exists():
-        pytest.skip(f"real CT sample not found in {SHARED_DATA.resolve()}")
-    return ct, lab
 
 
 def tiny_overrides(root: Path, **extra) -> list[str]:

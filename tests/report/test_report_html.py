@@ -90,7 +90,7 @@ def test_scan_report_flags_swapped_kidneys_as_alert(tmp_path):
     nib.save(nib.Nifti1Image(lab, AFFINE), str(tmp_path / "lab.nii.gz"))
     res = write_scan_report(tmp_path / "ct.nii.gz", tmp_path / "lab.nii.gz", tmp_path / "r.html")
     assert res["flags"][0]["code"] == "kidney_side" and res["flags"][0]["severity"] == "alert"
-    assert 'class="alert"' in (tmp_path / "r.html").read_text()
+    assert 'class="alert"' in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_scan_report_errors(phantom_files, tmp_path):
@@ -103,7 +103,7 @@ def test_scan_report_errors(phantom_files, tmp_path):
     out.write_text("old")
     with pytest.raises(UserError, match="already exists"):
         write_scan_report(ct, labels, out, overwrite=False)
-    assert out.read_text() == "old"
+    assert out.read_text(encoding="utf-8") == "old"
 
 
 @pytest.mark.slow
@@ -142,7 +142,7 @@ def test_dataset_report(tmp_path, capsys):
     _assert_self_contained(text)
     assert NOT_A_DIAGNOSIS in text
     assert text.count("<img") == 2  # Dice and HD95 box plots
-    doc = json.loads(metrics.read_text())
+    doc = json.loads(metrics.read_text(encoding="utf-8"))
     mean_dsc = f"{100 * doc['summary']['mean']['dice']:.2f}"
     assert f"<b>{mean_dsc}</b>" in text and "my-model" in text
     for organ in SYNAPSE:
@@ -175,8 +175,8 @@ def test_report_cli(phantom_files, tmp_path, capsys):
     assert code == 0 and "wrote" in cap.out
     import hashlib
 
-    assert hashlib.sha256(b"weights").hexdigest() in out.read_text()
-    before = out.read_text()
+    assert hashlib.sha256(b"weights").hexdigest() in out.read_text(encoding="utf-8")
+    before = out.read_text(encoding="utf-8")
     for argv, needle in [
         (["--image", str(ct), "--labels", str(labels), "-o", str(out)], "already exists"),
         (["--image", str(ct), "-o", str(tmp_path / "n.html")], "needs both"),
@@ -191,7 +191,7 @@ def test_report_cli(phantom_files, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, argv
         assert needle in err and len(err.strip().splitlines()) == 1
-    assert out.read_text() == before
+    assert out.read_text(encoding="utf-8") == before
     assert not (tmp_path / "n.html").exists()
     assert main(["report", "--image", str(ct), "--labels", str(labels), "-o", str(out),
                  "--overwrite"]) == 0
