@@ -1,28 +1,32 @@
 """Model speed on this CPU: params, forward GFLOPs, seconds per slice, share of matmul peak.
 
-    python tools/bench_model.py [--models R50-ViT-B_16 ViT-B_16 ...] [--batches 1 8] [--repeat 3]
+    python tools/bench_model.py [--models R50-ViT-B_16 ViT-B_16 ...] [--batches 1 8] [--rounds 5] [--modes ...]
 
 For each model at 224x224 (1-channel input, 9 classes, eval mode, ``inference_mode``,
 ``channels_last``): parameter count, forward GFLOPs per slice (``FlopCounterMode``: 2 x MACs of
-matmuls, convolutions and attention), and seconds per slice at each batch size in fp32 and under
-bf16 autocast, with the achieved GFLOP/s as a fraction of this machine's matmul peak for that
-dtype, measured in the same run (large square ``torch.mm``). Prints a Markdown table.
+matmuls, convolutions and attention), and seconds per slice at each batch size in three modes:
+fp32, bf16 autocast (the training-time model), and bf16-inference (the model as ``segment``
+runs it: weights standardised, BatchNorms folded and cast to bf16 once). The achieved GFLOP/s
+is given as a fraction of this machine's square-matmul peak for that dtype, measured before
+every timed forward in the same run. Prints a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
+import statistics
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from transunet_app.inference.optimize import prepare_for_inference
 from transunet_app.models import build_model, count_parameters, list_models
 
 
-def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeat: int = 5) -> float:
-    """Best GFLOP/s of square ``torch.mm`` over a few sizes in ``dtype`` (best-of to shed
-    interference from other processes)."""
+def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 4096), repeat: int = 3) -> float:
+    """Best GFLOP/s of square ``torch.mm`` over a few sizes in ``dtype``."""
     best_rate = 0.0
     for n in sizes:
         a = torch.randn(n, n).to(dtype)
@@ -46,17 +50,39 @@ def forward_flops(model, size) -> float:
     return fc.get_total_flops()
 
 
-def time_forward(model, batch, size, bf16: bool, repeat: int) -> float:
-    x = torch.randn(batch, 1, *size).contiguous(memory_format=torch.channels_last)
-    ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False))
+#: What each mode runs: the training-time model under autocast, or the model as ``segment``
+#: prepares it (weights standardised, BatchNorms folded and cast once, no autocast).
+MODES = ("fp32", "bf16", "bf16-inference")
+
+
+def mode_model(model, mode: str):
+    if mode != "bf16-inference":
+        return model, torch.float32, (torch.autocast("cpu", dtype=torch.bfloat16)
+                                      if mode == "bf16" else contextlib.nullcontext())
+    prepared = prepare_for_inference(model, torch.device("cpu"), "bf16", copy_model=True)
+    return prepared, torch.bfloat16, contextlib.nullcontext()
+
+
+def time_forward(model, batch, size, mode: str, rounds: int, gflops: float):
+    """Best seconds per slice, and the median over ``rounds`` of (achieved GFLOP/s / matmul
+    peak) where each round measures the peak right before its forward: on a shared or
+    frequency-scaling machine both see the same conditions, so the ratio is stable even when
+    absolute times are not."""
+    net, dtype, ctx = mode_model(model, mode)
+    peak_dtype = torch.float32 if mode == "fp32" else torch.bfloat16
+    x = torch.randn(batch, 1, *size).to(dtype).contiguous(memory_format=torch.channels_last)
+    best, ratios, peaks = float("inf"), [], []
     with torch.inference_mode(), ctx:
-        model(x)  # warm-up (oneDNN primitive creation)
-        best = float("inf")
-        for _ in range(repeat):
+        net(x)  # warm-up (oneDNN primitive creation)
+        for _ in range(rounds):
+            peak = matmul_peak(peak_dtype, repeat=2)
             t = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t)
-    return best / batch
+            net(x)
+            dt = time.perf_counter() - t
+            best = min(best, dt)
+            peaks.append(peak)
+            ratios.append(gflops * batch / dt / peak)
+    return best / batch, statistics.median(ratios), max(peaks)
 
 
 def main() -> None:
@@ -64,30 +90,27 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=None, help="default: every registered model")
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     ap.add_argument("--size", type=int, nargs=2, default=[224, 224])
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--fp32", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--rounds", type=int, default=5, help="timed forwards per row")
+    ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
     args = ap.parse_args()
     names = args.models or [n for n in list_models() if n != "tiny"]
     size = tuple(args.size)
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"# matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s\n")
-    print("| model | params (M) | GFLOPs/slice | dtype | batch | s/slice | GFLOP/s | % of peak |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    print("# % of peak: median over rounds of achieved GFLOP/s / square-matmul peak measured "
+          "right before each forward (same dtype); s/slice and GFLOP/s: best round\n")
+    print("| model | params (M) | GFLOPs/slice | mode | batch | s/slice | GFLOP/s | peak GFLOP/s "
+          "| % of peak |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for name in names:
         model = build_model(name, 9, img_size=size).eval().to(memory_format=torch.channels_last)
         gflops = forward_flops(model, size) / 1e9
         params = count_parameters(model) / 1e6
-        for dtype in (["fp32"] if args.fp32 else []) + ["bf16"]:
+        for mode in args.modes:
             for batch in args.batches:
-                s = time_forward(model, batch, size, dtype == "bf16", args.repeat)
-                rate = gflops / s
-                print(f"| {name} | {params:.2f} | {gflops:.1f} | {dtype} | {batch} | {s:.3f} | "
-                      f"{rate:.0f} | {100 * rate / peak[dtype]:.0f}% |", flush=True)
-    again = {k: matmul_peak(v) for k, v in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    print(f"\n# matmul peak re-measured after the models: fp32 {again['fp32']:.0f}, "
-          f"bf16 {again['bf16']:.0f} GFLOP/s (percentages use the first measurement)")
+                s, ratio, peak = time_forward(model, batch, size, mode, args.rounds, gflops)
+                print(f"| {name} | {params:.2f} | {gflops:.1f} | {mode} | {batch} | {s:.3f} | "
+                      f"{gflops / s:.0f} | {peak:.0f} | {100 * ratio:.0f}% |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from transunet_app.checkpoint import model_from_checkpoint
 from transunet_app.data.geometry import plan_reorientation
 from transunet_app.data.io import Image
 from transunet_app.errors import CheckpointError, UserError
-from transunet_app.inference import (SlicePredictor, check_input, fold_weight_standardization,
+from transunet_app.inference import (SlicePredictor, check_input, fold_batch_norm,
+                                     fold_weight_standardization,
                                      keep_largest_component, resolve_precision, segment_image)
 from transunet_app.inference import precision as precision_mod
 
@@ -37,6 +38,31 @@ def test_folding_weight_standardisation_keeps_outputs(ckpt):
         before = model(x)
         after = fold_weight_standardization(model)(x)
     torch.testing.assert_close(after, before, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["tiny", "CvT-13"])
+def test_folding_batch_norm_keeps_outputs(name):
+    """Decoder conv-BN-ReLU units (and CvT's depthwise projections) folded into their
+    convolutions give the same logits; BN statistics are made non-trivial first."""
+    from transunet_app.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, 9, img_size=64).eval().double()
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        torch.nn.init.uniform_(bn.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(bn.bias, -0.2, 0.2)
+    x = torch.rand(2, 1, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        before = model(x)
+        after = fold_batch_norm(model)(x)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert left < len(bns)  # something was folded ...
+    decoder_bns = [m for m in model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not decoder_bns  # ... including every decoder unit
+    torch.testing.assert_close(after, before, rtol=1e-10, atol=1e-10)
 
 
 def test_scores_are_resized_logits_at_the_slice_size(ckpt):

@@ -22,6 +22,7 @@ _EXPORTS = {
     "keep_largest_component": "postprocess",
     "resolve_precision": "precision", "cpu_has_amx": "precision",
     "prepare_for_inference": "optimize", "fold_weight_standardization": "optimize",
+    "fold_batch_norm": "optimize",
     "OutputPaths": "outputs",
 }
 

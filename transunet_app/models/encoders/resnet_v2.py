@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import StdConv2d
+from ..layers import GroupNorm, StdConv2d
 
 
 class PreActBottleneck(nn.Module):
@@ -25,16 +25,16 @@ class PreActBottleneck(nn.Module):
 
     def __init__(self, cin: int, cout: int, cmid: int, stride: int = 1):
         super().__init__()
-        self.gn1 = nn.GroupNorm(32, cmid, eps=1e-6)
+        self.gn1 = GroupNorm(32, cmid, eps=1e-6)
         self.conv1 = StdConv2d(cin, cmid, kernel_size=1, bias=False)
-        self.gn2 = nn.GroupNorm(32, cmid, eps=1e-6)
+        self.gn2 = GroupNorm(32, cmid, eps=1e-6)
         self.conv2 = StdConv2d(cmid, cmid, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.gn3 = nn.GroupNorm(32, cout, eps=1e-6)
+        self.gn3 = GroupNorm(32, cout, eps=1e-6)
         self.conv3 = StdConv2d(cmid, cout, kernel_size=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
         if stride != 1 or cin != cout:
             self.downsample = StdConv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
-            self.gn_proj = nn.GroupNorm(cout, cout)  # default eps 1e-5, as in the official code
+            self.gn_proj = GroupNorm(cout, cout)  # default eps 1e-5, as in the official code
         else:
             self.downsample = None
 
@@ -66,7 +66,7 @@ class ResNetV2(nn.Module):
         self.skip_channels = (width * 8, width * 4, width)
         self.root = nn.Sequential(OrderedDict([
             ("conv", StdConv2d(in_channels, width, kernel_size=7, stride=2, bias=False, padding=3)),
-            ("gn", nn.GroupNorm(32, width, eps=1e-6)),
+            ("gn", GroupNorm(32, width, eps=1e-6)),
             ("relu", nn.ReLU(inplace=True)),
         ]))
         stages = []
