@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transunet_app.models import build_encoder, build_model, list_models
-from transunet_app.models.encoders.cvt import DepthwiseConv2d
+from transunet_app.models.layers import DepthwiseConv2d
 
 # A 1-block-per-stage CvT-13 keeps the behaviour tests fast; the variants' own sizes are
 # checked on the meta device (no memory, no compute).

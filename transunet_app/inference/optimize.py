@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from ..models.encoders.cvt import DepthwiseConv2d
+from ..models.layers import DepthwiseConv2d
 from .precision import torch_dtype
 
 #: Convolutions whose forward is ``conv(x, weight, bias)``, so a folded bias is honoured.

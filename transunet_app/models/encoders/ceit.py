@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Attention, DropPath, Mlp
+from ..layers import Attention, DepthwiseConv2d, DropPath, Mlp
 from .base import Encoder, EncoderOutput
-from .cvt import DepthwiseConv2d
 
 
 def _pair(v) -> tuple[int, int]:

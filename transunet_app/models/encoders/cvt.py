@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DropPath, Mlp
+from ..layers import DepthwiseConv2d, DropPath, Mlp
 from .base import Encoder, EncoderOutput
 
 #: (kernel, stride, padding) of the three convolutional token embeddings (every official YAML).
@@ -92,34 +92,6 @@ class ConvEmbed(nn.Module):
     def forward(self, x: torch.Tensor):
         x = self.proj(x)
         return self.norm(_map_to_tokens(x)), (x.shape[2], x.shape[3])
-
-
-class DepthwiseConv2d(nn.Conv2d):
-    """Depthwise ``nn.Conv2d`` (``groups == channels``) on (B, C, H, W).
-
-    float32 / bf16 run ``F.conv2d`` (oneDNN). float64 runs the same sum as ``unfold`` +
-    ``einsum``: PyTorch's CPU float64 grouped convolution falls back to a loop over channels
-    (and batch), measured at 10 s for a 384-channel 4x6 map at batch 2 against 0.02 s this
-    way, and float64 is what the fidelity checks run in. The two agree to rounding.
-    """
-
-    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 bias: bool = True):
-        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding,
-                         groups=channels, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float64 or self.padding_mode != "zeros":
-            return super().forward(x)
-        b, c, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        cols = F.unfold(x, (kh, kw), dilation=self.dilation, padding=(ph, pw), stride=(sh, sw))
-        y = torch.einsum("bckl,ck->bcl", cols.view(b, c, kh * kw, ho * wo),
-                         self.weight.view(c, kh * kw))
-        if self.bias is not None:
-            y = y + self.bias.view(1, c, 1)
-        return y.view(b, c, ho, wo)
 
 
 def _dw_bn(dim: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
