@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""bf16 vs fp32 agreement of ``segment`` on a *trained* model (issue 5: Dice >= 0.995 per organ).
+
+Steps (all reproducible, nothing downloaded):
+
+1. Train the learning-check model (``configs/real_ct_learning.yaml``: tiny TransUNet, 600
+   iterations, fp32) on the 30 axial slices of the real CT in ``../shared/data``; it learns
+   all 8 Synapse organs (mean Dice about 0.95 on those slices). With ``--workdir`` the
+   checkpoint is kept and reused by later runs.
+2. Run the real ``segment`` command (in-process, same code as the console script) on that CT
+   with ``--precision fp32`` and ``--precision bf16`` and compare the two label maps per organ:
+   Dice, voxels of each map, voxels that differ, and the Dice that one differing voxel alone
+   would give (``2n / (2n + 1)``), since the sample is small (3 mm; the gallbladder is ~70
+   voxels, so a single voxel costs ~0.7% Dice).
+3. Say where a disagreement comes from: the logits of the fp32 and bf16 inference models on
+   the same slices (relative error, the fp32 top-1 margin at the voxels that flip), and the
+   same for bf16 *autocast* (fp32 weights, bf16 matmuls), which separates the cost of keeping
+   the weights and the activations between layers in bf16 from that of bf16 matmuls.
+
+Usage::
+
+    python tools/check_bf16_agreement.py --workdir /tmp/bf16check      # ~5 CPU min to train
+    python tools/check_bf16_agreement.py --workdir /tmp/bf16check --json out.json
+
+The trained model is scored on the slices it was fitted to: this is an agreement check of two
+inference precisions, not an accuracy claim.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+CT_NAME = "ct_abdomen_3mm.nii.gz"
+LABELS_NAME = "ct_abdomen_3mm_labels.nii.gz"
+GOAL_DICE = 0.995
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train_learning_check_model(work: Path, shared: Path = SHARED, iterations: int | None = None) -> Path:
+    """Train ``configs/real_ct_learning.yaml`` on the real CT; returns the best checkpoint.
+
+    Reuses ``work/real_ct_model.pt`` when it exists (delete it to retrain).
+
+    Args:
+        work: folder for the prepared slices, the run and the kept checkpoint.
+        shared: folder holding the real CT and its labels.
+        iterations: override ``train.max_iterations`` (default: the config's 600).
+    """
+    from transunet_app.data.folders import prepare_folder
+    from transunet_app.engine import train
+
+    kept = work / "real_ct_model.pt"
+    if kept.exists():
+        log(f"reusing the trained model {kept}")
+        return kept
+    src = work / "src"
+    for sub, name in (("imagesTr", CT_NAME), ("labelsTr", LABELS_NAME)):
+        (src / sub).mkdir(parents=True, exist_ok=True)
+        link = src / sub / "ct.nii.gz"
+        if not link.exists():
+            link.symlink_to((shared / name).resolve())
+    data = work / "data"
+    if not (data / "dataset.yaml").exists():
+        prepare_folder(src, data, labels_yaml=REPO / "datasets" / "synapse" / "labels_8class.yaml",
+                       splits={"train": ["ct"], "test": []}, overwrite=True)
+    overrides = [f"data.root={data}", "log.progress=false"]
+    if iterations is not None:
+        overrides.append(f"train.max_iterations={iterations}")
+    run = work / "run"
+    if run.exists():
+        shutil.rmtree(run)
+    log(f"training configs/real_ct_learning.yaml on the real CT ({' '.join(overrides[2:]) or '600 iterations'})")
+    t0 = time.perf_counter()
+    best = train(REPO / "configs" / "real_ct_learning.yaml", run, overrides=overrides)
+    log(f"trained in {time.perf_counter() - t0:.0f} s: {best}")
+    shutil.copyfile(best, kept)
+    return kept
+
+
+def run_segment(ct: Path, out: Path, ckpt: Path, precision: str, threads: int = 1) -> np.ndarray:
+    """The ``segment`` console script in-process; returns the written label map (I, J, K)."""
+    import nibabel as nib
+
+    from transunet_app.cli import segment_main
+
+    code = segment_main([str(ct), "-o", str(out), "--checkpoint", str(ckpt), "--precision", precision,
+                         "--overwrite", "--quiet", "--threads", str(threads)])
+    if code != 0:
+        raise SystemExit(f"segment --precision {precision} failed with exit code {code}")
+    return np.asarray(nib.load(str(out)).dataobj)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Dice of two boolean masks; None when both are empty."""
+    s = int(a.sum()) + int(b.sum())
+    return None if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+
+
+def compare_labels(fp32: np.ndarray, bf16: np.ndarray, truth: np.ndarray | None, class_names) -> dict:
+    """Per-organ agreement of two label maps (same shape).
+
+    Returns:
+        organ name -> ``{"dice_bf16_vs_fp32", "voxels_fp32", "voxels_bf16", "voxels_differing",
+        "one_voxel_dice", "fp32_dice_vs_truth"}``; ``one_voxel_dice`` = the Dice a single
+        differing voxel would give for an organ of ``voxels_fp32`` voxels.
+    """
+    out = {}
+    for k, name in enumerate(class_names):
+        if k == 0:
+            continue
+        a, b = fp32 == k, bf16 == k
+        n = int(a.sum())
+        out[name] = {
+            "dice_bf16_vs_fp32": dice(b, a),
+            "voxels_fp32": n,
+            "voxels_bf16": int(b.sum()),
+            "voxels_differing": int(np.logical_xor(a, b).sum()),
+            "one_voxel_dice": (2.0 * n / (2.0 * n + 1.0)) if n else None,
+            "fp32_dice_vs_truth": dice(a, truth == k) if truth is not None else None,
+        }
+    return out
+
+
+def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
+    """Where bf16 departs from fp32: logits on the model grid of the same canonical slices.
+
+    Compares the fp32 inference model with (a) the bf16 inference model ``segment`` runs (bf16
+    weights and activations) and (b) the fp32 model under bf16 autocast. Reports the relative
+    L2 error of the logits, the share of model-grid pixels whose argmax changes, and the fp32
+    top-1 margin (logit of the best minus the second class) at those pixels next to its median
+    over all pixels.
+    """
+    import torch
+
+    from transunet_app.checkpoint import load_checkpoint, model_from_checkpoint
+    from transunet_app.data import geometry
+    from transunet_app.data.io import read_image
+    from transunet_app.inference.predictor import SlicePredictor
+
+    ck = load_checkpoint(ckpt)
+    prep = dict(ck["preprocessing"])
+    model = model_from_checkpoint(ck, str(ckpt))
+    dev = torch.device("cpu")
+    p32 = SlicePredictor(model, prep, dev, "fp32", batch_size=batch_size, copy_model=True)
+    p16 = SlicePredictor(model, prep, dev, "bf16", batch_size=batch_size, copy_model=True)
+    image = read_image(ct)
+    canon = geometry.apply_reorientation(image.array, geometry.plan_reorientation(image.affine, image.shape))
+
+    def logits(pred, slab, autocast=False):
+        x = p32.normalise(slab)
+        x = x.to(pred.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if autocast:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return pred.model(x).float()
+            return pred.model(x).float()
+
+    ref, full, auto = [], [], []
+    for d0 in range(0, canon.shape[0], batch_size):
+        slab = canon[d0:d0 + batch_size]
+        ref.append(logits(p32, slab))
+        full.append(logits(p16, slab))
+        auto.append(logits(p32, slab, autocast=True))
+    ref_t, variants = torch.cat(ref), {"bf16 weights + activations (segment)": torch.cat(full),
+                                       "bf16 autocast (fp32 weights)": torch.cat(auto)}
+    top2 = ref_t.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]
+    lab_ref = ref_t.argmax(dim=1)
+    result = {"model_grid": list(ref_t.shape), "fp32_margin_median": float(margin.median())}
+    for name, v in variants.items():
+        flips = v.argmax(dim=1) != lab_ref
+        result[name] = {
+            "logits_rel_l2_error": float((v - ref_t).norm() / ref_t.norm()),
+            "logits_max_abs_error": float((v - ref_t).abs().max()),
+            "logits_abs_error_median": float((v - ref_t).abs().median()),
+            "argmax_flips": int(flips.sum()),
+            "argmax_flip_share": float(flips.float().mean()),
+            "fp32_margin_at_flips_max": float(margin[flips].max()) if flips.any() else None,
+            "fp32_margin_at_flips_median": float(margin[flips].median()) if flips.any() else None,
+        }
+    return result
+
+
+def check(work: Path, shared: Path = SHARED, iterations: int | None = None, threads: int = 1) -> dict:
+    """Train (or reuse) the model, segment in both precisions, compare. Returns the results."""
+    import nibabel as nib
+    import torch
+
+    from transunet_app.checkpoint import load_checkpoint
+    from transunet_app.inference.precision import cpu_has_amx
+
+    torch.set_num_threads(threads)
+    ct = shared / CT_NAME
+    ckpt = train_learning_check_model(work, shared, iterations)
+    meta = load_checkpoint(ckpt)
+    classes = [str(c) for c in meta["classes"]]
+    trained_dice = (meta.get("metrics") or {}).get("per_organ")
+    del meta
+    labels = {}
+    seconds = {}
+    for prec in ("fp32", "bf16"):
+        t0 = time.perf_counter()
+        labels[prec] = run_segment(ct, work / f"seg_{prec}.nii.gz", ckpt, prec, threads)
+        seconds[prec] = time.perf_counter() - t0
+        log(f"segment --precision {prec}: {seconds[prec]:.1f} s")
+    truth = np.asarray(nib.load(str(shared / LABELS_NAME)).dataobj)
+    organs = compare_labels(labels["fp32"], labels["bf16"], truth, classes)
+    log("logits: fp32 vs bf16 inference model and vs bf16 autocast")
+    logit = logit_agreement(ckpt, ct)
+    met = all(o["dice_bf16_vs_fp32"] is not None and o["dice_bf16_vs_fp32"] >= GOAL_DICE
+              for o in organs.values())
+    return {"checkpoint": str(ckpt), "amx": cpu_has_amx(), "torch": torch.__version__,
+            "ct_shape": list(truth.shape), "goal_dice": GOAL_DICE, "goal_met": met,
+            "voxels_differing_total": int((labels["fp32"] != labels["bf16"]).sum()),
+            "voxels_total": int(truth.size), "segment_seconds": seconds,
+            "training_validation_per_organ": trained_dice, "organs": organs, "logits": logit}
+
+
+def print_report(r: dict) -> None:
+    print(f"\nbf16 vs fp32 `segment` on the real CT {'x'.join(map(str, r['ct_shape']))} (3 mm), "
+          f"model: configs/real_ct_learning.yaml (tiny TransUNet, fitted to these slices); "
+          f"AMX: {r['amx']}; goal Dice >= {r['goal_dice']} per organ: "
+          f"{'MET' if r['goal_met'] else 'NOT MET'}\n")
+    print("| organ | voxels fp32 | voxels bf16 | voxels differing | Dice bf16 vs fp32 | "
+          "Dice if 1 voxel differed | fp32 Dice vs truth |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, o in r["organs"].items():
+        def f(v, fmt="{:.4f}"):
+            return "-" if v is None else fmt.format(v)
+        print(f"| {name} | {o['voxels_fp32']} | {o['voxels_bf16']} | {o['voxels_differing']} | "
+              f"{f(o['dice_bf16_vs_fp32'])} | {f(o['one_voxel_dice'])} | {f(o['fp32_dice_vs_truth'], '{:.3f}')} |")
+    print(f"\nVoxels differing in all: {r['voxels_differing_total']} of {r['voxels_total']}.")
+    lg = r["logits"]
+    print(f"\nLogits on the model grid {lg['model_grid']} (fp32 top-1 margin median "
+          f"{lg['fp32_margin_median']:.2f}):\n")
+    print("| bf16 variant | rel. L2 error | median abs error | max abs error | argmax flips "
+          "| fp32 margin at flips (median / max) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, v in lg.items():
+        if not isinstance(v, dict):
+            continue
+        m = ("-" if v["fp32_margin_at_flips_max"] is None else
+             f"{v['fp32_margin_at_flips_median']:.3f} / {v['fp32_margin_at_flips_max']:.3f}")
+        print(f"| {name} | {v['logits_rel_l2_error']:.2e} | {v['logits_abs_error_median']:.3f} | "
+              f"{v['logits_max_abs_error']:.3f} | {v['argmax_flips']} ({100 * v['argmax_flip_share']:.3f}%) | {m} |")
+    print()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", help="keep the trained model and outputs here (default: a temp folder)")
+    ap.add_argument("--data", default=str(SHARED), help="folder with the real CT and labels")
+    ap.add_argument("--iterations", type=int, help="training iterations (default: the config's 600)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--json", help="also write the results as JSON")
+    args = ap.parse_args(argv)
+    shared = Path(args.data)
+    if not (shared / CT_NAME).exists():
+        print(f"real CT sample not found: {shared / CT_NAME}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bf16check_") as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        r = check(work, shared, args.iterations, args.threads)
+    print_report(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2))
+    return 0 if r["goal_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
