@@ -12,7 +12,11 @@ Steps (all reproducible, nothing downloaded):
    Dice, voxels of each map, voxels that differ, and the Dice that one differing voxel alone
    would give (``2n / (2n + 1)``), since the sample is small (3 mm; the gallbladder is ~70
    voxels, so a single voxel costs ~0.7% Dice).
-3. Say where a disagreement comes from: the logits of the fp32 and bf16 inference models on
+3. Put it next to the model's own noise floor: fp32 ``segment`` on the same CT with uniform
+   noise of +-0.5 HU added (the rounding of the stored integer HU; far below a scanner's
+   noise), compared with fp32 on the original. Voxels whose fp32 label flips under that are
+   near-ties of the model, not precision errors.
+4. Say where a disagreement comes from: the logits of the fp32 and bf16 inference models on
    the same slices (relative error, the fp32 top-1 margin at the voxels that flip), and the
    same for bf16 *autocast* (fp32 weights, bf16 matmuls), which separates the cost of keeping
    the weights and the activations between layers in bf16 from that of bf16 matmuls.
@@ -102,6 +106,20 @@ def run_segment(ct: Path, out: Path, ckpt: Path, precision: str, threads: int = 
     return np.asarray(nib.load(str(out)).dataobj)
 
 
+def write_dithered(ct: Path, out: Path, seed: int = 0, amplitude_hu: float = 0.5) -> Path:
+    """The CT with uniform noise in [-amplitude, +amplitude] HU added, as float32 NIfTI."""
+    import nibabel as nib
+
+    img = nib.load(str(ct))
+    vol = np.asarray(img.dataobj, dtype=np.float32)
+    vol += np.random.default_rng(seed).uniform(-amplitude_hu, amplitude_hu, vol.shape).astype(np.float32)
+    hdr = img.header.copy()
+    hdr.set_data_dtype(np.float32)
+    hdr.set_slope_inter(1.0, 0.0)
+    nib.save(nib.Nifti1Image(vol, img.affine, header=hdr), str(out))
+    return out
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
     """Dice of two boolean masks; None when both are empty."""
     s = int(a.sum()) + int(b.sum())
@@ -173,12 +191,14 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
         ref.append(logits(p32, slab))
         full.append(logits(p16, slab))
         auto.append(logits(p32, slab, autocast=True))
+    stages = stage_sensitivity(p32.model, p32.normalise(canon))
     ref_t, variants = torch.cat(ref), {"bf16 weights + activations (segment)": torch.cat(full),
                                        "bf16 autocast (fp32 weights)": torch.cat(auto)}
     top2 = ref_t.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
     lab_ref = ref_t.argmax(dim=1)
-    result = {"model_grid": list(ref_t.shape), "fp32_margin_median": float(margin.median())}
+    result = {"model_grid": list(ref_t.shape), "fp32_margin_median": float(margin.median()),
+              "stages": stages}
     for name, v in variants.items():
         flips = v.argmax(dim=1) != lab_ref
         result[name] = {
@@ -191,6 +211,65 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
             "fp32_margin_at_flips_median": float(margin[flips].median()) if flips.any() else None,
         }
     return result
+
+
+def _cast(obj, dtype):
+    import torch
+
+    if torch.is_tensor(obj):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_cast(v, dtype) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _cast(v, dtype) for k, v in obj.items()}
+    return obj
+
+
+def model_stages(model) -> list[str]:
+    """Stage names for :func:`stage_sensitivity`: the top-level children of the model, each
+    split one level further when it has children (e.g. encoder -> stem CNN, patch embedding,
+    transformer blocks, final norm), keeping only stages with parameters."""
+    names = []
+    for name, child in model.named_children():
+        subs = [(f"{name}.{n}", c) for n, c in child.named_children()] or [(name, child)]
+        names += [n for n, c in subs if any(True for _ in c.parameters())]
+    return names
+
+
+def stage_sensitivity(fp32_model, x, stages=None) -> dict:
+    """Argmax flips and logit error when only one stage of the fp32 model runs in bf16.
+
+    Args:
+        fp32_model: the prepared fp32 inference model (left untouched: copies are changed).
+        x: (B, 1, h, w) float32 model input.
+        stages: module names (default :func:`model_stages`); "input" = only the model input
+            rounded to bf16.
+
+    Returns:
+        stage -> ``{"logits_rel_l2_error", "argmax_flips"}``.
+    """
+    import copy
+
+    import torch
+
+    with torch.inference_mode():
+        ref = fp32_model(x).float()
+    lab = ref.argmax(dim=1)
+    out = {}
+    for stage in ["input"] + list(stages or model_stages(fp32_model)):
+        m = copy.deepcopy(fp32_model)
+        if stage == "input":
+            m.register_forward_pre_hook(lambda mod, args: _cast(_cast(args, torch.bfloat16), torch.float32))
+        else:
+            sub = m.get_submodule(stage).to(torch.bfloat16)
+            for part in (list(sub) if isinstance(sub, torch.nn.ModuleList) else [sub]):
+                part.register_forward_pre_hook(lambda mod, args: _cast(args, torch.bfloat16))
+                part.register_forward_hook(lambda mod, args, o: _cast(o, torch.float32))
+        with torch.inference_mode():
+            y = m(x).float()
+        out[stage] = {"logits_rel_l2_error": float((y - ref).norm() / ref.norm()),
+                      "argmax_flips": int((y.argmax(dim=1) != lab).sum())}
+    return out
 
 
 def check(work: Path, shared: Path = SHARED, iterations: int | None = None, threads: int = 1) -> dict:
@@ -215,8 +294,14 @@ def check(work: Path, shared: Path = SHARED, iterations: int | None = None, thre
         labels[prec] = run_segment(ct, work / f"seg_{prec}.nii.gz", ckpt, prec, threads)
         seconds[prec] = time.perf_counter() - t0
         log(f"segment --precision {prec}: {seconds[prec]:.1f} s")
+    noisy = write_dithered(ct, work / "ct_dithered.nii.gz")
+    labels["fp32 dithered"] = run_segment(noisy, work / "seg_fp32_dithered.nii.gz", ckpt, "fp32", threads)
     truth = np.asarray(nib.load(str(shared / LABELS_NAME)).dataobj)
     organs = compare_labels(labels["fp32"], labels["bf16"], truth, classes)
+    floor = compare_labels(labels["fp32"], labels["fp32 dithered"], None, classes)
+    for name, o in organs.items():
+        o["noise_floor_dice"] = floor[name]["dice_bf16_vs_fp32"]
+        o["noise_floor_voxels_differing"] = floor[name]["voxels_differing"]
     log("logits: fp32 vs bf16 inference model and vs bf16 autocast")
     logit = logit_agreement(ckpt, ct)
     met = all(o["dice_bf16_vs_fp32"] is not None and o["dice_bf16_vs_fp32"] >= GOAL_DICE
@@ -224,6 +309,7 @@ def check(work: Path, shared: Path = SHARED, iterations: int | None = None, thre
     return {"checkpoint": str(ckpt), "amx": cpu_has_amx(), "torch": torch.__version__,
             "ct_shape": list(truth.shape), "goal_dice": GOAL_DICE, "goal_met": met,
             "voxels_differing_total": int((labels["fp32"] != labels["bf16"]).sum()),
+            "noise_floor_voxels_differing_total": int((labels["fp32"] != labels["fp32 dithered"]).sum()),
             "voxels_total": int(truth.size), "segment_seconds": seconds,
             "training_validation_per_organ": trained_dice, "organs": organs, "logits": logit}
 
@@ -234,14 +320,16 @@ def print_report(r: dict) -> None:
           f"AMX: {r['amx']}; goal Dice >= {r['goal_dice']} per organ: "
           f"{'MET' if r['goal_met'] else 'NOT MET'}\n")
     print("| organ | voxels fp32 | voxels bf16 | voxels differing | Dice bf16 vs fp32 | "
-          "Dice if 1 voxel differed | fp32 Dice vs truth |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "Dice if 1 voxel differed | fp32 +-0.5 HU vs fp32: voxels differing | Dice | fp32 Dice vs truth |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, o in r["organs"].items():
         def f(v, fmt="{:.4f}"):
             return "-" if v is None else fmt.format(v)
         print(f"| {name} | {o['voxels_fp32']} | {o['voxels_bf16']} | {o['voxels_differing']} | "
-              f"{f(o['dice_bf16_vs_fp32'])} | {f(o['one_voxel_dice'])} | {f(o['fp32_dice_vs_truth'], '{:.3f}')} |")
-    print(f"\nVoxels differing in all: {r['voxels_differing_total']} of {r['voxels_total']}.")
+              f"{f(o['dice_bf16_vs_fp32'])} | {f(o['one_voxel_dice'])} | {o['noise_floor_voxels_differing']} | "
+              f"{f(o['noise_floor_dice'])} | {f(o['fp32_dice_vs_truth'], '{:.3f}')} |")
+    print(f"\nVoxels differing in all: bf16 vs fp32 {r['voxels_differing_total']}, fp32 with +-0.5 HU "
+          f"noise vs fp32 {r['noise_floor_voxels_differing_total']}, of {r['voxels_total']}.")
     lg = r["logits"]
     print(f"\nLogits on the model grid {lg['model_grid']} (fp32 top-1 margin median "
           f"{lg['fp32_margin_median']:.2f}):\n")
@@ -249,12 +337,17 @@ def print_report(r: dict) -> None:
           "| fp32 margin at flips (median / max) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, v in lg.items():
-        if not isinstance(v, dict):
+        if not isinstance(v, dict) or name == "stages":
             continue
         m = ("-" if v["fp32_margin_at_flips_max"] is None else
              f"{v['fp32_margin_at_flips_median']:.3f} / {v['fp32_margin_at_flips_max']:.3f}")
         print(f"| {name} | {v['logits_rel_l2_error']:.2e} | {v['logits_abs_error_median']:.3f} | "
               f"{v['logits_max_abs_error']:.3f} | {v['argmax_flips']} ({100 * v['argmax_flip_share']:.3f}%) | {m} |")
+    print("\nWhere: the fp32 model with only one stage in bf16:\n")
+    print("| stage in bf16 | logits rel. L2 error | argmax flips |")
+    print("|---|---:|---:|")
+    for name, v in lg["stages"].items():
+        print(f"| {name} | {v['logits_rel_l2_error']:.2e} | {v['argmax_flips']} |")
     print()
 
 
