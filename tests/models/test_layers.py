@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transunet_app.models.layers import GroupNorm
+from transunet_app.models.layers import GroupNorm, channels_last_group_norm
 
 
 def _norm(groups, channels, dtype, eps=1e-6):
@@ -49,8 +49,34 @@ def test_channels_last_group_norm_in_bf16_is_as_accurate_as_torch(shape, groups)
     assert err_fast <= 1.5 * err_native + 1e-6
 
 
-def test_group_norm_with_autograd_uses_torch_and_gets_gradients():
+def test_group_norm_layer_with_autograd_gets_gradients():
     gn = _norm(16, 16, torch.float64)
     x = torch.randn(2, 16, 8, 8, dtype=torch.float64).contiguous(
         memory_format=torch.channels_last).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: gn(t), (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 8, 5, 6), 4), ((2, 6, 4, 4), 6), ((1, 4, 3, 5), 1)])
+def test_channels_last_group_norm_gradients_in_float64(shape, groups):
+    """The analytic backward against finite differences, for input, weight and bias."""
+    gn = _norm(groups, shape[1], torch.float64)
+    gn.weight.requires_grad_(); gn.bias.requires_grad_()
+    x = (torch.randn(shape, dtype=torch.float64) + 2).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t, w, b: channels_last_group_norm(t, groups, w, b, 1e-6),
+                                    (x, gn.weight, gn.bias))
+
+
+def test_channels_last_group_norm_gradients_equal_torch_in_bf16():
+    gn = _norm(32, 128, torch.float32)
+    x0 = (torch.randn(2, 128, 14, 14) * 2 + 1).bfloat16().contiguous(memory_format=torch.channels_last)
+    g = torch.randn(x0.shape).bfloat16().contiguous(memory_format=torch.channels_last)
+    grads = []
+    for fn in (lambda t: channels_last_group_norm(t, 32, gn.weight, gn.bias, gn.eps),
+               lambda t: F.group_norm(t.double(), 32, gn.weight.double(), gn.bias.double(), gn.eps)):
+        x = x0.clone().requires_grad_()
+        gn.weight.grad = gn.bias.grad = None
+        fn(x).backward(g.to(torch.float64) if fn(x0).dtype == torch.float64 else g)
+        grads.append((x.grad.double(), gn.weight.grad.double().clone(), gn.bias.grad.double().clone()))
+    for ours, exact in zip(*grads):
+        assert ((ours - exact).abs().max() / exact.abs().max()) < 1e-2

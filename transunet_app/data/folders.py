@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import labels as labels_mod
-from .synapse import HU_WINDOW, CaseSource, PrepareReport, base_info, ensure_output_dir, prepare_cases
+from .synapse import HU_WINDOW, PrepareReport, assign_splits, base_info, ensure_output_dir, prepare_cases
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +185,9 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
     else:
         split_of = split_cases(list(pairs), test_fraction, seed)
 
-    cases, early = [], {}
-    for name, (img, lbl) in sorted(pairs.items()):
-        if lbl is None:
-            early[name] = f"{img}: no label file in labelsTr/"
-        elif name not in split_of:
-            early[name] = f"{img}: case {name} is in neither the train nor the test split"
-        else:
-            cases.append(CaseSource(name, split_of[name], img, lbl))
+    cases, early = assign_splits(
+        pairs, split_of, no_label=lambda name, img: f"{img}: no label file in labelsTr/",
+        no_split=lambda name, img: f"{img}: case {name} is in neither the train nor the test split")
     for name, reason in early.items():
         skip(name, reason)
     out_dir = Path(out) if _output_checked else ensure_output_dir(out, overwrite, inputs=[src])
@@ -207,10 +202,4 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: 
                                         f"random test_fraction={test_fraction} seed={seed}"),
                                        **(source_extra or {})},
                      synthetic=synthetic)
-    report = prepare_cases(cases, out_dir, spec, info, hu_window, progress, skip)
-    if early:
-        from .synapse import _add_skips_to_yaml
-
-        _add_skips_to_yaml(out_dir, early)
-        report.skipped = {**early, **report.skipped}
-    return report
+    return prepare_cases(cases, out_dir, spec, info, hu_window, progress, skip, skipped_before=early)

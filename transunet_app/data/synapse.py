@@ -301,20 +301,50 @@ def base_info(spec: dict, hu_window: tuple[float, float], source: dict, syntheti
     }
 
 
+def assign_splits(pairs: dict[str, tuple[Path, Path | None]], split_of: dict[str, str],
+                  no_label: Callable[[str, Path], str],
+                  no_split: Callable[[str, Path], str]) -> tuple[list[CaseSource], dict[str, str]]:
+    """Cases that have a label file and a place in the split, and why the others are skipped.
+
+    Args:
+        pairs: case name -> (image path, label path or ``None``).
+        split_of: case name -> ``"train"`` or ``"test"``.
+        no_label, no_split: ``(name, image) -> reason`` for a case without a label file / split.
+
+    Returns:
+        ``(cases, skipped)``: the cases sorted by name, and name -> reason for the rest.
+    """
+    cases: list[CaseSource] = []
+    skipped: dict[str, str] = {}
+    for name, (img, lbl) in sorted(pairs.items()):
+        if lbl is None:
+            skipped[name] = no_label(name, img)
+        elif name not in split_of:
+            skipped[name] = no_split(name, img)
+        else:
+            cases.append(CaseSource(name, split_of[name], img, lbl))
+    return cases, skipped
+
+
 def prepare_cases(cases: list[CaseSource], out_dir: Path, spec: dict, info: dict,
                   hu_window: tuple[float, float] = HU_WINDOW, progress: bool = False,
-                  report_skip: Callable[[str, str], None] | None = None) -> PrepareReport:
+                  report_skip: Callable[[str, str], None] | None = None,
+                  skipped_before: dict[str, str] | None = None) -> PrepareReport:
     """Read, check, preprocess and write a list of cases into an (already cleared) folder.
 
     A case whose files cannot be read or do not match is reported through ``report_skip``
     (name, reason), recorded under ``skipped`` in dataset.yaml and not written.
+
+    Args:
+        skipped_before: cases the caller already skipped (and reported), name -> reason;
+            recorded first in the report and in dataset.yaml.
 
     Raises:
         UserError: no case could be prepared.
     """
     from tqdm import tqdm
 
-    report = PrepareReport(out_dir=Path(out_dir))
+    report = PrepareReport(out_dir=Path(out_dir), skipped=dict(skipped_before or {}))
     writer = LayoutWriter(out_dir)
     skip = report_skip or (lambda name, reason: log.warning("skipped %s: %s", name, reason))
     bar = tqdm(cases, desc="prepare", unit="case", disable=not progress, dynamic_ncols=True)
@@ -337,7 +367,8 @@ def prepare_cases(cases: list[CaseSource], out_dir: Path, spec: dict, info: dict
             report.test_cases.append(case.name)
     if not report.train_cases and not report.test_cases:
         writer.abandon()
-        raise UserError(f"{out_dir}: no case could be prepared ({len(report.skipped)} skipped)")
+        n_failed = len(report.skipped) - len(skipped_before or {})
+        raise UserError(f"{out_dir}: no case could be prepared ({n_failed} skipped)")
     record = dict(info)
     record["splits"] = {"train": report.train_cases, "test": report.test_cases}
     record["skipped"] = dict(report.skipped)
@@ -431,16 +462,12 @@ def prepare_synapse(raw_dir: str | os.PathLike, out_dir: str | os.PathLike,
         skip("-", note)
     split_of = {case_name(c): "train" for c in splits["train"]}
     split_of.update({case_name(c): "test" for c in splits["test"]})
-    cases: list[CaseSource] = []
-    early_skips: dict[str, str] = {}
-    for n, (img, lbl) in sorted(pairs.items()):
-        name = case_name(n)
-        if lbl is None:
-            early_skips[name] = f"{img}: no label file label{n:04d}.nii.gz"
-        elif name not in split_of:
-            early_skips[name] = f"{img}: case {n} is in neither split of {splits_path or labels_mod.synapse_splits_path()}"
-        else:
-            cases.append(CaseSource(name, split_of[name], img, lbl))
+    number = {case_name(n): n for n in pairs}
+    cases, early_skips = assign_splits(
+        {case_name(n): pair for n, pair in pairs.items()}, split_of,
+        no_label=lambda name, img: f"{img}: no label file label{number[name]:04d}.nii.gz",
+        no_split=lambda name, img: (f"{img}: case {number[name]} is in neither split of "
+                                    f"{splits_path or labels_mod.synapse_splits_path()}"))
     for name, reason in early_skips.items():
         skip(name, reason)
     missing = sorted(set(split_of) - {case_name(n) for n in pairs})
@@ -453,18 +480,5 @@ def prepare_synapse(raw_dir: str | os.PathLike, out_dir: str | os.PathLike,
                      synthetic=False)
     if not cases:
         raise UserError(f"{raw_dir}: no case with an image, a label and a place in the split")
-    report = prepare_cases(cases, out, spec, info, hu_window, progress, skip)
-    report.skipped = {**early_skips, **report.skipped}
-    if early_skips:  # keep dataset.yaml's record of skips complete
-        _add_skips_to_yaml(out, early_skips)
-    return report
-
-
-def _add_skips_to_yaml(out: Path, skips: dict) -> None:
-    import yaml
-
-    path = out / DATASET_YAML
-    record = yaml.safe_load(path.read_text(encoding="utf-8"))
-    record["skipped"] = {**skips, **(record.get("skipped") or {})}
-    write_dataset_yaml(out, record)
+    return prepare_cases(cases, out, spec, info, hu_window, progress, skip, skipped_before=early_skips)
 

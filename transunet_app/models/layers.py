@@ -71,17 +71,17 @@ class StdConv2d(nn.Conv2d):
 
 
 class GroupNorm(nn.GroupNorm):
-    """``nn.GroupNorm`` (same parameters, same result) with a fast path for channels-last
-    feature maps at inference.
+    """``nn.GroupNorm`` (same parameters, same result) that avoids torch's slow channels-last
+    kernels.
 
-    torch's channels-last GroupNorm kernel parallelises over (sample, group) when H*W < 1024 and
-    then reads ``C/G`` values per pixel with a stride of ``C``: for few channels per group it is
-    5-40x slower than the NCHW kernel (TransUNet's projection norm ``GroupNorm(C, C)`` on a
-    (8, 512, 28, 28) bf16 map takes ~80 ms instead of ~3 ms). There, without autograd, the
-    statistics are summed over pixels as contiguous rows (in float32 for half inputs) and the
-    affine normalisation is applied per sample by the vectorised channels-last BatchNorm kernel.
-    Same mathematics as the native kernel (mean and E[x^2] - mean^2); ``tools/bench_model.py``
-    measures the effect on the whole model.
+    torch's channels-last GroupNorm parallelises over (sample, group) when H*W < 1024 and then
+    reads ``C/G`` values per pixel with a stride of ``C``: with few channels per group it is
+    5-40x slower than its NCHW kernel (TransUNet's projection norm ``GroupNorm(C, C)`` on a
+    (8, 512, 28, 28) bf16 map: ~80 ms instead of ~3 ms), and its backward is slow for most
+    shapes. For channels-last maps this layer uses :func:`channels_last_group_norm` instead:
+    per-pixel rows reduced as contiguous vectors, float32 statistics for half inputs, the same
+    mathematics (mean, E[x^2] - mean^2) and an analytic backward.
+    ``tools/bench_model.py`` and ``tools/bench_train.py`` measure the effect on the model.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,34 +91,93 @@ class GroupNorm(nn.GroupNorm):
 
 
 def _use_channels_last_group_norm(x: torch.Tensor, num_groups: int) -> bool:
-    if x.ndim != 4 or (torch.is_grad_enabled() and x.requires_grad):
+    if x.ndim != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
         return False
     n, c, h, w = x.shape
-    return (h * w < 1024 and c // num_groups <= 8 and min(h, w, c) > 1
-            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+    per = c // num_groups
+    # Where torch's kernels lose (measured, bf16, batch 8, one thread): forward below 1024
+    # pixels with <= 8 channels per group; forward + backward also with <= 4 at any size.
+    if torch.is_grad_enabled() and x.requires_grad:
+        return per <= 4 or (per <= 8 and h * w < 1024)
+    return per <= 8 and h * w < 1024
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _rows(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, C, H, W) channels-last -> (N, H*W, C) view of the same memory, cast to ``dtype``."""
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h * w, c).to(dtype)
+
+
+def _affine_per_sample(x, mean, var, weight, bias, eps):
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` with (N, C) statistics, through the
+    vectorised channels-last BatchNorm kernel one sample at a time (output in x's dtype)."""
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i:i + 1] = F.batch_norm(x[i:i + 1], mean[i], var[i], weight, bias, False, 0.0, eps)
+    return out
+
+
+class _ChannelsLastGroupNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups: int, eps: float):
+        n, c, h, w = x.shape
+        acc = _accumulation_dtype(x.dtype)
+        rows = _rows(x, acc)
+        per, count = c // num_groups, h * w * (c // num_groups)
+        mean = rows.sum(1).view(n, num_groups, per).sum(-1) / count
+        var = (rows.square().sum(1).view(n, num_groups, per).sum(-1) / count
+               - mean * mean).clamp_min(0)
+        # The BatchNorm kernel takes half inputs with all-float32 statistics and parameters.
+        w32 = None if weight is None else weight.to(acc)
+        b32 = None if bias is None else bias.to(acc)
+        out = _affine_per_sample(x, mean.repeat_interleave(per, 1), var.repeat_interleave(per, 1),
+                                 w32, b32, eps)
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        ctx.num_groups = num_groups
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, rstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        g, per = ctx.num_groups, c // ctx.num_groups
+        count = h * w * per
+        acc = _accumulation_dtype(x.dtype)
+        dy = _rows(grad_out.contiguous(memory_format=torch.channels_last), acc)
+        xr = _rows(x, acc)
+        sum_dy = dy.sum(1)                   # (N, C)
+        sum_dy_x = (dy * xr).sum(1)          # (N, C)
+        mean_c, rstd_c = mean.repeat_interleave(per, 1), rstd.repeat_interleave(per, 1)
+        # sum over pixels of dy * xhat, per (n, c)
+        sum_dy_xhat = rstd_c * (sum_dy_x - mean_c * sum_dy)
+        wt = weight.to(acc) if weight is not None else torch.ones(c, dtype=acc, device=x.device)
+        # dx = rstd * (dxhat - mean_group(dxhat) - xhat * mean_group(dxhat * xhat)), dxhat = dy*w
+        m1 = (sum_dy * wt).view(n, g, per).sum(-1) / count
+        m2 = (sum_dy_xhat * wt).view(n, g, per).sum(-1) / count
+        coef_x = -(rstd * rstd * m2)                     # (N, G)
+        const = -rstd * m1 - coef_x * mean                # (N, G)
+        alpha = (rstd_c * wt)[:, None, :]
+        dx = torch.addcmul(const.repeat_interleave(per, 1)[:, None, :], dy, alpha)
+        dx = dx.addcmul_(xr, coef_x.repeat_interleave(per, 1)[:, None, :])
+        dx = dx.to(x.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
+        dweight = dbias = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            dweight = sum_dy_xhat.sum(0).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            dbias = sum_dy.sum(0).to(weight.dtype if weight is not None else x.dtype)
+        return dx, dweight, dbias, None, None
 
 
 def channels_last_group_norm(x: torch.Tensor, num_groups: int, weight, bias,
                              eps: float) -> torch.Tensor:
-    """GroupNorm of a channels-last (N, C, H, W) map; statistics in float32 for half inputs."""
-    n, c, h, w = x.shape
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c).to(acc)  # a view of the memory, then cast
-    count = h * w * (c // num_groups)
-    s1 = rows.sum(1).view(n, num_groups, -1).sum(-1)
-    s2 = rows.square().sum(1).view(n, num_groups, -1).sum(-1)
-    mean = s1 / count
-    var = (s2 / count - mean * mean).clamp_min(0)
-    per = c // num_groups
-    mean = mean.repeat_interleave(per, dim=1)
-    var = var.repeat_interleave(per, dim=1)
-    # The BatchNorm kernel takes half inputs with all-float32 statistics and affine parameters.
-    weight = None if weight is None else weight.to(acc)
-    bias = None if bias is None else bias.to(acc)
-    out = torch.empty_like(x)
-    for i in range(n):
-        out[i:i + 1] = F.batch_norm(x[i:i + 1], mean[i], var[i], weight, bias, False, 0.0, eps)
-    return out
+    """GroupNorm of a channels-last (N, C, H, W) map (differentiable), output channels-last
+    in x's dtype; statistics in float32 for half inputs."""
+    return _ChannelsLastGroupNorm.apply(x, weight, bias, num_groups, eps)
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -163,10 +222,28 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
+    """``softmax(q k^T * scale) v`` for (B, heads, N, d) tensors (scale default d^-0.5).
+
+    Without autograd this is ``scaled_dot_product_attention`` (the fused CPU flash kernel is
+    the fastest forward). With autograd it is the explicit product: the CPU flash kernel's
+    backward is ~2.5x slower than two matmul backwards at ViT-B sizes (measured: 63 vs 25 ms
+    forward+backward for 8x12 heads of 196 tokens, bf16). Same function either way.
+    """
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    weights = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
+    if dropout_p:
+        weights = F.dropout(weights, dropout_p, True)
+    return weights @ v
+
+
 class Attention(nn.Module):
     """Multi-head self-attention on tokens (B, N, C) with a fused q/k/v projection.
 
-    The product runs through ``scaled_dot_product_attention`` (flash/memory-efficient kernels).
+    The product runs through :func:`dot_product_attention` (fused kernel at inference).
     With ``return_attention=True`` the softmax map (B, heads, N, N) is computed explicitly and
     returned too (the official ``vis`` mode); the output is the same.
     """
@@ -193,8 +270,7 @@ class Attention(nn.Module):
             weights = scores.softmax(dim=-1)
             out = F.dropout(weights, self.attn_drop, self.training) @ v
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+            out = dot_product_attention(q, k, v, self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(out)), weights
 

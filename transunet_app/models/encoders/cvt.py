@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DepthwiseConv2d, DropPath, Mlp
+from ..layers import DepthwiseConv2d, DropPath, Mlp, dot_product_attention
 from .base import Encoder, EncoderOutput
 
 #: (kernel, stride, padding) of the three convolutional token embeddings (every official YAML).
@@ -158,7 +158,7 @@ class ConvAttention(nn.Module):
             weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
             out = F.dropout(weights, drop, self.training) @ v
         else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+            out = dot_product_attention(q, k, v, drop, self.scale)
         out = out.transpose(1, 2).reshape(b, -1, c)
         return self.proj_drop(self.proj(out)), weights
 
