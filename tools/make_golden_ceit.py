@@ -16,8 +16,8 @@ other size; its position embeddings are resized by the rule of the official fine
 (``main.py --finetune``: class token kept, grid bicubic without corner alignment), which is
 what our loader must reproduce from the 224 checkpoint.
 
-``timm`` (not installable here) is replaced by a tiny in-memory module with the names the
-official file imports (``DropPath`` is only reached with rate 0). The official code is used
+``timm`` (not installable here) is replaced by the in-memory stand-ins of
+``tools/official_shims.py`` (``DropPath`` is only reached with rate 0). The official code is used
 only here, from the path given; it is never copied into this repo.
 """
 from __future__ import annotations
@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 
 import torch
-from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official factory, img_size the official model is built at, input shape)
 CASES = {
@@ -42,31 +41,6 @@ CASES = {
     "ceit_b": ("ceit_base_patch16_224", 224, (1, 3, 224, 224)),
 }
 INPUT_SEED = 13
-
-
-def install_stand_ins() -> None:
-    """In-memory ``timm`` with the few names ``ceit_model.py`` imports."""
-    class DropPath(nn.Module):
-        def __init__(self, p=0.0):
-            super().__init__()
-            self.p = p
-
-        def forward(self, x):
-            if self.p and self.training:
-                raise RuntimeError("stand-in DropPath is for eval mode only")
-            return x
-
-    mods = {n: types.ModuleType(n) for n in (
-        "timm", "timm.models", "timm.models.layers", "timm.models.registry",
-        "timm.models.vision_transformer")}
-    layers = mods["timm.models.layers"]
-    layers.DropPath = DropPath
-    layers.to_2tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    layers.trunc_normal_ = nn.init.trunc_normal_
-    mods["timm.models.registry"].register_model = lambda fn: fn
-    vt = mods["timm.models.vision_transformer"]
-    vt.default_cfgs, vt._cfg = {}, (lambda **kw: dict(kw))
-    sys.modules.update(mods)
 
 
 def official_pos_resize(pos: torch.Tensor, new_size: int) -> torch.Tensor:

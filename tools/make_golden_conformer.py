@@ -6,9 +6,9 @@ The official code is used only here, at development time, from the path given; i
 copied into this repository. Its variants come from its own ``models.py``
 (``Conformer_{tiny,small,base}_patch16``) and, for the reduced case, its ``Conformer`` class.
 It imports ``timm`` (and ``models.py`` a ViT module needing torchvision); neither may be
-installed here, so this tool registers minimal in-memory stand-ins for the few names used
-(``DropPath`` and ``trunc_normal_``, which only matter for training and initialisation, and an
-identity ``register_model``) before importing it.
+installed here, so this tool registers the in-memory stand-ins of ``tools/official_shims.py``
+(``DropPath`` and ``trunc_normal_`` only matter for training and initialisation,
+``register_model`` is the identity) before importing it.
 
 Each case fills the official model with ``golden.official_like_state`` (seed 0), runs it in
 float64, eval mode, on ``golden.make_input`` and records, through forward hooks on the official
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import types
 
 import torch
 from torch import nn
@@ -34,6 +33,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official builder, official kwargs, input shape, record the stem?)
 # (The official conv head assumes base_channel 64, so the reduced case narrows by the ratio.)
@@ -49,38 +49,8 @@ CASES = {
 INPUT_SEED = 11
 
 
-class _DropPath(nn.Module):
-    """Stand-in for timm's DropPath: identity in eval mode, which is all the recording uses."""
-
-    def __init__(self, p=0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if self.training and self.p > 0:
-            raise RuntimeError("the golden recording runs in eval mode only")
-        return x
-
-
-def install_timm_stand_ins() -> None:
-    timm = types.ModuleType("timm")
-    models = types.ModuleType("timm.models")
-    layers = types.ModuleType("timm.models.layers")
-    registry = types.ModuleType("timm.models.registry")
-    layers.DropPath = _DropPath
-    layers.trunc_normal_ = nn.init.trunc_normal_
-    registry.register_model = lambda fn: fn
-    timm.models, models.layers, models.registry = models, layers, registry
-    # models.py imports the repo's DeiT module, which needs torchvision; only its names are
-    # imported there (the Conformer builders do not use them).
-    vit = types.ModuleType("vision_transformer")
-    vit.VisionTransformer = vit._cfg = None
-    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
-                        "timm.models.registry": registry, "vision_transformer": vit})
-
-
 def build_official(repo: str, builder: str, kwargs: dict) -> nn.Module:
-    install_timm_stand_ins()
+    install_stand_ins(deit_module=True)  # models.py imports the repo's DeiT file
     sys.path.insert(0, repo)
     import conformer
     import models

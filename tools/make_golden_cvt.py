@@ -10,8 +10,8 @@ its stages are recorded: the token maps of stages 1, 2, 3 and the stage-3 class 
 
 Two stand-ins make the 2021 code import on this torch, neither changes the arithmetic:
 
-* ``timm`` (not installable here) and ``torch._six`` are replaced by tiny in-memory modules
-  providing the names the file imports (``DropPath`` is only reached with rate 0 / eval mode);
+* ``timm`` (not installable here) and ``torch._six`` are replaced by the in-memory modules of
+  ``tools/official_shims.py`` (``DropPath`` is only reached with rate 0 / eval mode);
 * the official ``LayerNorm`` casts its input to float32 (an fp16 guard, the identity for
   float32 inputs); for the float64 recording it runs in the input dtype instead.
 
@@ -20,10 +20,8 @@ The official code is used only here, from the path given; it is never copied int
 from __future__ import annotations
 
 import argparse
-import collections.abc
 import os
 import sys
-import types
 from functools import partial
 
 import torch
@@ -33,6 +31,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official YAML, input shape). CvT has no position embeddings, so the small inputs are
 # as valid a check as the training size; they keep the float64 tests fast (the official depthwise
@@ -45,30 +44,6 @@ CASES = {
 }
 INPUT_SEED = 11
 OUTPUTS = ("stage1", "stage2", "stage3", "cls_token")
-
-
-def install_stand_ins() -> None:
-    """In-memory ``timm`` and ``torch._six`` with the few names the official file imports."""
-    class DropPath(nn.Module):
-        def __init__(self, p=0.0):
-            super().__init__()
-            self.p = p
-
-        def forward(self, x):
-            if self.p and self.training:
-                raise RuntimeError("stand-in DropPath is for eval mode only")
-            return x
-
-    timm = types.ModuleType("timm")
-    models = types.ModuleType("timm.models")
-    layers = types.ModuleType("timm.models.layers")
-    layers.DropPath = DropPath
-    layers.trunc_normal_ = nn.init.trunc_normal_
-    timm.models, models.layers = models, layers
-    six = types.ModuleType("torch._six")
-    six.container_abcs = collections.abc
-    sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers,
-                        "torch._six": six})
 
 
 def build_official(repo: str, yaml_name: str):
