@@ -29,9 +29,10 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
   input slice gives the same logits), and how many voxels of the fp32 labels agree with the
   reference (they differ only where cubic-vs-bilinear resize and label-vs-logit resizing
   move a boundary).
-* ``startup``: peak RSS of building a bf16 ``Segmenter`` for the R50-ViT-B_16 checkpoint with
-  ``torch.load`` as the project does it, with ``mmap=True``, and with ``mmap=True`` plus the
-  model built on the meta device and the weights assigned (no random initialisation).
+* ``startup``: peak RSS and time of building a bf16 / fp32 ``Segmenter`` for the R50-ViT-B_16
+  checkpoint: checkpoint read into memory + model built (randomly initialised) and the weights
+  copied in; ``torch.load(mmap=True)`` + the same build; ``mmap=True`` + model built on the
+  meta device with the checkpoint's tensors assigned; and the code as shipped.
 * ``memory``: peak RSS of a ``segment`` process (bf16, default options) on a 512x512x300 CT.
 * ``dice``: bf16 vs fp32 agreement on a trained model (``tools/check_bf16_agreement.py``).
 
@@ -46,7 +47,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -395,27 +395,27 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
 
 
 _STARTUP_SCRIPT = r"""
-import json, resource, sys, time, torch
-variant, ckpt = sys.argv[1], sys.argv[2]
+import contextlib, json, resource, sys, time, torch
+variant, ckpt, precision = sys.argv[1:4]
 import transunet_app.checkpoint as C
 from transunet_app.inference import Segmenter
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-if variant != "current":
-    def load(path):
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    C.torch_load_safe = load
-if variant == "mmap+meta":
-    from transunet_app.models import build_model
-    def model_from_checkpoint(ck, path="checkpoint"):
+if variant != "as shipped":
+    use_mmap, meta = variant != "read + build", variant == "mmap + meta build"
+    def load(path, *args, **kwargs):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    def model_from_checkpoint(ck, path="checkpoint", *args, **kwargs):
+        from transunet_app.models import build_model
         spec = ck["model"]
-        with torch.device("meta"):
+        with torch.device("meta") if meta else contextlib.nullcontext():
             m = build_model(spec["name"], spec["num_classes"], img_size=spec["img_size"],
                             **spec.get("overrides", {}))
-        m.load_state_dict(ck["state_dict"], strict=True, assign=True)
+        m.load_state_dict(ck["state_dict"], strict=True, assign=meta)
         return m
+    C.torch_load_safe = load
     C.model_from_checkpoint = model_from_checkpoint
 t0 = time.perf_counter()
-seg = Segmenter(ckpt, precision=sys.argv[3])
+seg = Segmenter(ckpt, precision=precision)
 dt = time.perf_counter() - t0
 print(json.dumps({"rss_after_imports_mb": base / 1024,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -429,7 +429,7 @@ def part_startup(results: dict, work: Path, precisions=("bf16", "fp32")) -> None
         make_r50_checkpoint(ckpt)
     out = {}
     for prec in precisions:
-        for variant in ("current", "mmap", "mmap+meta"):
+        for variant in ("read + build", "mmap + build", "mmap + meta build", "as shipped"):
             proc = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT, variant, str(ckpt), prec],
                                   capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             if proc.returncode != 0:
@@ -451,14 +451,15 @@ def part_memory(results: dict, work: Path, slices: int) -> None:
     cmd = [sys.executable, "-m", "transunet_app", "segment", str(ct), "-o", str(out),
            "--checkpoint", str(ckpt), "--quiet", "--overwrite"]
     log("peak RSS of: " + " ".join(cmd[2:]))
+    # RUSAGE_CHILDREN keeps the largest child ever waited for (the speed part's workers too):
+    # a fresh intermediate process whose only child is segment reports segment's own peak.
+    wrapper = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)")
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"segment failed: {proc.stderr}")
-    if peak_kb <= before:
-        log("warning: an earlier child process had a higher peak RSS; the figure is an upper bound")
+    peak_kb = int(proc.stdout.strip().splitlines()[-1])
     results["memory"] = {"shape": [512, 512, slices], "peak_rss_gb": peak_kb / 1024 ** 2,
                          "seconds": time.perf_counter() - t0, "limit_gb": 2.5}
     log(f"memory: {results['memory']}")
