@@ -8,6 +8,8 @@
   bias: one pass over the activations less per unit, identical up to float rounding.
 * channels_last memory format: oneDNN's convolution kernels work on NHWC; NCHW inputs would be
   reordered before and after every convolution.
+* For bf16 on CPU, Linear/Conv2d layers use pre-packed oneDNN weights with the following ReLU
+  or GELU fused (:mod:`.onednn`).
 * For bf16/fp16 the weights are cast once, so no per-call weight casts happen. Normalisation
   layers (GroupNorm, LayerNorm, BatchNorm) run on the low-precision activations too; their
   reductions accumulate in float32 inside the kernels.
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from ..models.layers import DepthwiseConv2d
+from .onednn import fuse_for_onednn
 from .precision import torch_dtype
 
 #: Convolutions whose forward is ``conv(x, weight, bias)``, so a folded bias is honoured.
@@ -86,7 +89,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, precision: str,
-                          copy_model: bool = False) -> nn.Module:
+                          copy_model: bool = False, fuse: bool = True) -> nn.Module:
     """An eval-mode, folded, channels_last model on ``device`` in the resolved ``precision``.
 
     Args:
@@ -94,6 +97,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         device: where to run.
         precision: "fp32", "bf16" or "fp16" (already resolved).
         copy_model: work on a deep copy and leave ``model`` untouched.
+        fuse: for bf16 on CPU, swap layers for pre-packed fused oneDNN ones
+            (:mod:`transunet_app.inference.onednn`).
 
     Returns:
         The prepared model (``requires_grad`` off everywhere).
@@ -107,4 +112,6 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
     model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
+    if fuse and precision == "bf16" and device.type == "cpu":
+        fuse_for_onednn(model)
     return model

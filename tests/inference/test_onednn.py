@@ -1,0 +1,45 @@
+"""oneDNN fused layers for bf16 CPU inference: same outputs as the unfused bf16 model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from transunet_app.inference.onednn import (OneDNNConv2d, OneDNNLinear, fuse_for_onednn,
+                                            onednn_available)
+from transunet_app.inference.optimize import prepare_for_inference
+from transunet_app.models import build_model
+
+CPU = torch.device("cpu")
+pytestmark = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+
+
+@pytest.mark.parametrize("name", ["tiny", "CvT-13", "CeiT-T", "Conformer-Ti"])
+def test_fused_model_matches_unfused_bf16(name):
+    torch.manual_seed(0)
+    model = build_model(name, 9, img_size=64).eval()
+    plain = prepare_for_inference(model, CPU, "bf16", copy_model=True, fuse=False)
+    fused = prepare_for_inference(model, CPU, "bf16", copy_model=True, fuse=True)
+    kinds = [type(m) for m in fused.modules()]
+    assert OneDNNConv2d in kinds
+    assert not any(type(m) in (torch.nn.Linear, torch.nn.Conv2d) for m in fused.modules())
+    x = torch.rand(2, 1, 64, 64).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        a, b = plain(x).double(), fused(x).double()
+    assert b.shape == a.shape
+    assert ((a - b).norm() / a.norm()) < 2e-2  # bf16 rounding, different summation order
+
+
+def test_activations_are_fused_into_the_preceding_layer():
+    model = prepare_for_inference(build_model("tiny", 9, img_size=64).eval(), CPU, "bf16",
+                                  copy_model=True)
+    convs = [m for m in model.decoder.modules() if isinstance(m, OneDNNConv2d)]
+    assert convs and all(c.attr == "relu" for c in convs)  # conv -> (folded BN) -> ReLU
+    fc1 = [m.fc1 for m in model.modules() if type(m).__name__ == "Mlp"]
+    assert fc1 and all(isinstance(f, OneDNNLinear) and f.attr == "gelu" for f in fc1)
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.GELU)) for m in model.decoder.modules())
+
+
+def test_fp32_models_are_left_alone():
+    model = build_model("tiny", 9, img_size=64).eval()
+    assert fuse_for_onednn(model) == 0
+    assert any(type(m) is torch.nn.Linear for m in model.modules())

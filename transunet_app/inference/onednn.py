@@ -1,0 +1,159 @@
+"""oneDNN fused kernels for bf16 inference on CPUs: pre-packed weights and fused activations.
+
+For a bf16 model on a CPU (the ``segment`` default on AMX machines), every ``Linear`` and
+``Conv2d`` is replaced by a module that calls oneDNN directly with its weight reordered once
+into oneDNN's blocked layout, and the activation that follows is fused into the same kernel:
+
+* ``Conv2d -> ReLU`` (the decoder's units once their BatchNorm is folded): one pass less over
+  the activations, and no per-call weight reorder;
+* ``Mlp.fc1 -> GELU`` (erf GELU, as ViT): the GELU is applied in the matmul's epilogue.
+
+These are the kernels ``torch.compile`` (Inductor's "freezing") emits for the same graphs, called
+through the same ``torch.ops.mkldnn`` operators, without its minutes of compilation per model.
+Measured in ``tools/bench_model.py`` (mode ``bf16-inference``); outputs agree with the unfused
+bf16 model to bf16 rounding (tests/inference/test_onednn.py). Where the operators are missing
+(a torch built without oneDNN) or the model is not bf16 on CPU, nothing is changed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.layers import Mlp
+
+#: Activations that can follow a layer and be fused into it: module type -> (attr, algorithm).
+_FUSABLE = {nn.ReLU: ("relu", ""), nn.GELU: ("gelu", "none")}
+
+
+def onednn_available() -> bool:
+    try:
+        ops = torch.ops.mkldnn
+        return all(hasattr(ops, n) for n in ("_linear_pointwise", "_convolution_pointwise",
+                                              "_reorder_convolution_weight",
+                                              "_reorder_linear_weight")) \
+            and torch.backends.mkldnn.is_available()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class OneDNNLinear(nn.Module):
+    """``activation(x @ W^T + b)`` for (..., in_features) bf16 inputs, weight pre-packed."""
+
+    def __init__(self, linear: nn.Linear, attr: str = "none", algorithm: str = ""):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.attr, self.algorithm = attr, algorithm
+        w = linear.weight.detach()
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(w, 1024),
+                             persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.attr, [],
+                                                  self.algorithm)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, fused={self.attr}"
+
+
+class OneDNNConv2d(nn.Module):
+    """``activation(conv2d(x))`` for (B, C, H, W) channels-last bf16 inputs, weight pre-packed."""
+
+    def __init__(self, conv: nn.Conv2d, attr: str = "none", algorithm: str = ""):
+        super().__init__()
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.attr, self.algorithm = attr, algorithm
+        self.out_channels = conv.out_channels
+        w = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_convolution_weight(
+            w, self.padding, self.stride, self.dilation, self.groups), persistent=False)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            self.attr, [], self.algorithm)
+
+    def extra_repr(self) -> str:
+        return f"out={self.out_channels}, fused={self.attr}"
+
+
+def _convertible_conv(m: nn.Module) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str))
+
+
+def _fused(module: nn.Module, activation: nn.Module | None):
+    """The oneDNN replacement of ``module`` with ``activation`` fused (None: no activation)."""
+    attr, algorithm = ("none", "")
+    if activation is not None:
+        attr, algorithm = _FUSABLE[type(activation)]
+        if isinstance(activation, nn.GELU) and activation.approximate != "none":
+            return None
+    if isinstance(module, nn.Linear):
+        return OneDNNLinear(module, attr, algorithm)
+    if _convertible_conv(module):
+        return OneDNNConv2d(module, attr, algorithm)
+    return None
+
+
+def _fuse_children(parent: nn.Module) -> int:
+    """Replace the layers directly under ``parent`` (and fuse an activation that follows a layer
+    in a Sequential, or ``fc1 -> act`` in an MLP). Returns how many layers were replaced."""
+    count = 0
+    names = list(parent._modules)
+    pairs = []
+    if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
+        # a following activation, skipping Identity left by BatchNorm folding
+        for i, name in enumerate(names):
+            if type(parent._modules[name]) not in (nn.Linear, nn.Conv2d):
+                continue
+            j = i + 1
+            while j < len(names) and isinstance(parent._modules[names[j]], nn.Identity):
+                j += 1
+            if j < len(names) and type(parent._modules[names[j]]) in _FUSABLE:
+                pairs.append((name, names[j]))
+    elif isinstance(parent, Mlp) and type(parent.act) in _FUSABLE:
+        pairs.append(("fc1", "act"))  # Mlp applies act directly to fc1's output
+    fused_acts = set()
+    for layer, act in pairs:
+        new = _fused(parent._modules[layer], parent._modules[act])
+        if new is not None:
+            parent._modules[layer] = new
+            parent._modules[act] = nn.Identity()
+            fused_acts.add(layer)
+            count += 1
+    for name in names:
+        child = parent._modules[name]
+        if name in fused_acts or child is None:
+            continue
+        if type(child) in (nn.Linear, nn.Conv2d):
+            new = _fused(child, None)
+            if new is not None:
+                parent._modules[name] = new
+                count += 1
+        else:
+            count += _fuse_children(child)
+    return count
+
+
+def fuse_for_onednn(model: nn.Module) -> int:
+    """Swap the Linear/Conv2d layers of a bf16 CPU inference model for pre-packed, fused
+    oneDNN layers (in place). Returns the number of layers replaced (0 when not applicable).
+
+    Only exact ``nn.Linear`` / ``nn.Conv2d`` types are replaced (subclasses with their own
+    forward, such as float64-safe depthwise convolutions, are left alone). Activations are fused
+    after a layer in a plain ``nn.Sequential`` and after ``fc1`` in
+    :class:`transunet_app.models.layers.Mlp`.
+    """
+    params = list(model.parameters())
+    if not params or not onednn_available():
+        return 0
+    if any(p.dtype != torch.bfloat16 or p.device.type != "cpu" for p in params
+           if p.ndim >= 2):
+        return 0
+    with torch.no_grad():
+        return _fuse_children(model)
