@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pytest
 
 from readme_commands import ROOT, parse_readme, readme_commands, run_argv, substitute
+from volume_files import save_nifti, sitk_from_ras, write_dicom_series
 
 
 @dataclass(frozen=True)
@@ -212,31 +212,16 @@ def test_parser_handles_continuations_chains_comments_and_prompts():
 
 # --------------------------------------------------------------------------- fixtures (inputs)
 
-def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
-    from inference.conftest import save_nifti
-
-    return save_nifti(path, array, affine)
-
-
-@pytest.fixture(scope="module")
-def model_pt(tmp_path_factory) -> Path:
-    """A tiny transunet_app checkpoint (random weights, 32x32 input)."""
-    from inference.conftest import tiny_checkpoint_dict
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A user's folder: ``model.pt`` (a tiny transunet_app checkpoint, random weights, 32x32
+    input) and ``scan.nii.gz`` (a small phantom CT in HU)."""
+    from inference.conftest import small_phantom, tiny_checkpoint_dict
     from transunet_app.checkpoint import save_checkpoint
 
-    path = tmp_path_factory.mktemp("readme_model") / "model.pt"
-    save_checkpoint(path, tiny_checkpoint_dict())
-    return path
-
-
-@pytest.fixture
-def workdir(tmp_path, model_pt) -> Path:
-    """A user's folder: ``model.pt`` and ``scan.nii.gz`` (a small phantom CT in HU)."""
-    from inference.conftest import small_phantom
-
-    shutil.copyfile(model_pt, tmp_path / "model.pt")
+    save_checkpoint(tmp_path / "model.pt", tiny_checkpoint_dict())
     ph = small_phantom()
-    _save_nifti(tmp_path / "scan.nii.gz", ph.image, ph.affine)
+    save_nifti(tmp_path / "scan.nii.gz", ph.image, ph.affine)
     return tmp_path
 
 
@@ -267,7 +252,7 @@ def test_segment_a_scan_then_report(workdir):
 
 
 def test_segment_dicom_series_and_folder(workdir):
-    from inference.conftest import sitk_from_ras, small_phantom, write_dicom_series
+    from inference.conftest import small_phantom
 
     ph = small_phantom(seed=8)
     write_dicom_series(sitk_from_ras(ph.image, ph.affine), workdir / "dicom_series_folder", "1.2.3.4.5")
@@ -279,7 +264,7 @@ def test_segment_dicom_series_and_folder(workdir):
 
     for seed in (9, 10):
         p = small_phantom(seed=seed)
-        _save_nifti(workdir / "scans" / f"case{seed:02d}.nii.gz", p.image, p.affine)
+        save_nifti(workdir / "scans" / f"case{seed:02d}.nii.gz", p.image, p.affine)
     r = run_readme("segment scans/ -o labels/ --checkpoint model.pt --jobs 2", workdir)
     for seed in (9, 10):
         _label_map_matches_scan(workdir / "labels" / f"case{seed:02d}.nii.gz",
@@ -299,8 +284,8 @@ def _write_preds_and_refs(folder: Path) -> None:
         pred = np.where(ndi.binary_erosion(ph.labels > 0), ph.labels, 0).astype(np.uint8)
         if seed == 4:
             pred[pred == 2] = 0
-        _save_nifti(folder / "refs" / f"case{seed}.nii.gz", ph.labels, ph.affine)
-        _save_nifti(folder / "preds" / f"case{seed}.nii.gz", pred, ph.affine)
+        save_nifti(folder / "refs" / f"case{seed}.nii.gz", ph.labels, ph.affine)
+        save_nifti(folder / "preds" / f"case{seed}.nii.gz", pred, ph.affine)
 
 
 def test_evaluate_both_conventions_then_dataset_report(tmp_path):
@@ -331,8 +316,8 @@ def test_prepare_folder(tmp_path):
     names = ["a", "b", "c"]
     for i, n in enumerate(names):
         ph = small_phantom(seed=20 + i)
-        _save_nifti(tmp_path / "msd" / "imagesTr" / f"{n}.nii.gz", ph.image, ph.affine)
-        _save_nifti(tmp_path / "msd" / "labelsTr" / f"{n}.nii.gz", (ph.labels == 5).astype(np.uint8), ph.affine)
+        save_nifti(tmp_path / "msd" / "imagesTr" / f"{n}.nii.gz", ph.image, ph.affine)
+        save_nifti(tmp_path / "msd" / "labelsTr" / f"{n}.nii.gz", (ph.labels == 5).astype(np.uint8), ph.affine)
     (tmp_path / "msd" / "dataset.json").write_text(json.dumps({
         "name": "liver", "labels": {"0": "background", "1": "liver"},
         "training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]}))
@@ -373,8 +358,8 @@ def _write_btcv_download(abdomen: Path) -> None:
 
     for n in (1, 5, 6):
         ph = make_phantom((11, n), matrix=40, slices=6)
-        _save_nifti(abdomen / "img" / f"img{n:04d}.nii.gz", ph.image, ph.affine)
-        _save_nifti(abdomen / "label" / f"label{n:04d}.nii.gz", SYNAPSE_TO_BTCV[ph.labels], ph.affine)
+        save_nifti(abdomen / "img" / f"img{n:04d}.nii.gz", ph.image, ph.affine)
+        save_nifti(abdomen / "label" / f"label{n:04d}.nii.gz", SYNAPSE_TO_BTCV[ph.labels], ph.affine)
 
 
 def _write_refs(abdomen: Path, refs: Path, cases) -> None:
@@ -386,7 +371,7 @@ def _write_refs(abdomen: Path, refs: Path, cases) -> None:
     for n in cases:
         raw = nib.load(str(abdomen / "label" / f"label{n:04d}.nii.gz"))
         mapped = map_labels(np.asanyarray(raw.dataobj), spec["label_map"], len(spec["classes"]))
-        _save_nifti(refs / f"img{n:04d}.nii.gz", mapped, raw.affine)
+        save_nifti(refs / f"img{n:04d}.nii.gz", mapped, raw.affine)
 
 
 @pytest.mark.slow

@@ -1,24 +1,13 @@
-"""Fixtures for the data tests: the real CT sample and small NIfTI/BTCV writers."""
+"""Helpers for the data tests: small NIfTI/BTCV writers."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import pytest
+
+from volume_files import save_nifti  # noqa: F401 (the data tests import it from here)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-
-
-def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray, qform_code: int = 1, sform_code: int = 1) -> Path:
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_qform(affine, code=qform_code)
-    img.header.set_sform(affine, code=sform_code)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
-    return path
 
 
 def btcv_case(rng: np.random.Generator, shape=(20, 16, 6)) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from transunet_app.data.io import read_image, write_nifti
 from transunet_app.errors import UserError
 
-from .conftest import save_nifti
+from volume_files import save_nifti, sitk_from_ras, write_dicom_series
 
 # Flips, an axis permutation and anisotropic spacing (voxel axes: i -> -y (P), j -> z (S), k -> -x (L)).
 PERMUTED_AFFINE = np.array([
@@ -86,39 +86,6 @@ def test_write_with_bare_affine_sets_scanner_codes(tmp_path):
     np.testing.assert_allclose(hdr.get_qform(), PERMUTED_AFFINE, atol=1e-4)
 
 
-def _sitk_from_ras(vol: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """The SimpleITK image (LPS) of a volume given in nibabel (i, j, k) order with a RAS affine."""
-    img = sitk.GetImageFromArray(vol.transpose(2, 1, 0))
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    img.SetSpacing(spacing.tolist())
-    img.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
-    img.SetOrigin(lps[:3, 3].tolist())
-    return img
-
-
-def _write_dicom_series(img: sitk.Image, folder, series_uid: str, n_first=None):
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    d = img.GetDirection()
-    tags = [("0008|0060", "CT"), ("0020|000d", "1.2.826.0.1.3680043.2.1125.1"), ("0020|000e", series_uid),
-            ("0020|0037", "\\".join(f"{x:.10f}" for x in (d[0], d[3], d[6], d[1], d[4], d[7]))),
-            ("0028|1052", "0"), ("0028|1053", "1")]
-    n = img.GetDepth() if n_first is None else n_first
-    for k in range(n):
-        sl = img[:, :, k]
-        for tag, value in tags:
-            sl.SetMetaData(tag, value)
-        pos = img.TransformIndexToPhysicalPoint((0, 0, k))
-        sl.SetMetaData("0020|0032", "\\".join(f"{x:.10f}" for x in pos))
-        sl.SetMetaData("0020|0013", str(k + 1))
-        sl.SetMetaData("0018|0050", str(img.GetSpacing()[2]))
-        sl.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
-        writer.SetFileName(str(folder / f"{series_uid[-3:]}_{k:03d}.dcm"))
-        writer.Execute(sl)
-
-
 # Right-handed (det > 0) so the DICOM slice order equals the NIfTI k order: LPS storage.
 LPS_AFFINE = np.array([[-0.75, 0, 0, 180.0], [0, -0.75, 0, 160.0], [0, 0, 3.0, -250.0], [0, 0, 0, 1.0]])
 
@@ -126,9 +93,9 @@ LPS_AFFINE = np.array([[-0.75, 0, 0, 180.0], [0, -0.75, 0, 160.0], [0, 0, 3.0, -
 def test_dicom_series_gives_same_ras_affine_as_nifti(tmp_path):
     vol = _volume((12, 10, 6))
     nifti = read_image(save_nifti(tmp_path / "ct.nii.gz", vol, LPS_AFFINE))
-    _write_dicom_series(_sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.100")
+    write_dicom_series(sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.100")
     # A second, shorter series in the same folder: the longest one is read by default.
-    _write_dicom_series(_sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.200", n_first=3)
+    write_dicom_series(sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.200", n_first=3)
     dicom = read_image(tmp_path / "dicom")
     assert dicom.meta["format"] == "dicom" and dicom.meta["series_count"] == 2
     assert dicom.meta["series_uid"] == "1.2.3.4.5.100" and dicom.meta["modality"] == "CT"
@@ -146,7 +113,7 @@ def test_dicom_of_left_handed_volume_matches_after_canonicalisation(tmp_path):
 
     vol = _volume((8, 6, 5), seed=3)
     nifti = read_image(save_nifti(tmp_path / "ct.nii.gz", vol, PERMUTED_AFFINE))
-    _write_dicom_series(_sitk_from_ras(vol, PERMUTED_AFFINE), tmp_path / "dicom", "1.2.3.7")
+    write_dicom_series(sitk_from_ras(vol, PERMUTED_AFFINE), tmp_path / "dicom", "1.2.3.7")
     dicom = read_image(tmp_path / "dicom")
     a, ra = to_canonical(nifti.array, nifti.affine)
     b, rb = to_canonical(dicom.array, dicom.affine)
@@ -157,7 +124,7 @@ def test_dicom_of_left_handed_volume_matches_after_canonicalisation(tmp_path):
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
 def test_sitk_formats_give_nifti_geometry(tmp_path, suffix):
     vol = _volume()
-    sitk.WriteImage(_sitk_from_ras(vol, PERMUTED_AFFINE), str(tmp_path / f"ct{suffix}"))
+    sitk.WriteImage(sitk_from_ras(vol, PERMUTED_AFFINE), str(tmp_path / f"ct{suffix}"))
     image = read_image(tmp_path / f"ct{suffix}")
     np.testing.assert_allclose(image.affine, PERMUTED_AFFINE, atol=1e-6)
     assert np.array_equal(image.array, vol)
