@@ -7,6 +7,8 @@ import torch
 from transunet_app.models import build_encoder, build_model, list_models
 from transunet_app.models.encoders.ceit import LeFF, resize_grid_pos_embed
 
+from encoder_checks import check_full_model_bf16, parameters_without_gradient
+
 SMALL = dict(depth=2)  # behaviour tests on a 2-block CeiT-T
 
 
@@ -89,12 +91,7 @@ def test_attention_maps():
 
 
 def test_every_parameter_gets_a_gradient():
-    enc = build_encoder("CeiT-T", **SMALL).train()
-    out = enc(torch.randn(2, 3, 64, 64))
-    loss = out.bottleneck.square().mean()
-    loss = loss + sum(s.square().mean() for s in out.skips if s is not None)
-    loss.backward()
-    assert not [n for n, p in enc.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not parameters_without_gradient(build_encoder("CeiT-T", **SMALL))
 
 
 def test_class_embedding_needs_lca():
@@ -111,12 +108,4 @@ def test_class_embedding_needs_lca():
 
 
 def test_full_model_uses_both_stem_skips_and_runs_in_bf16():
-    model = build_model("CeiT-T", 9, **SMALL).eval()
-    assert model.decoder.used_skip_channels == (0, 64, 64)
-    x = torch.randn(1, 1, 160, 192)
-    with torch.no_grad():
-        y = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            yb = model(x)
-    assert y.shape == (1, 9, 160, 192) and torch.isfinite(yb).all()
-    assert (yb.float() - y).abs().max() < 0.1 * y.abs().max() + 0.1
+    check_full_model_bf16(build_model("CeiT-T", 9, **SMALL), used_skips=(0, 64, 64))

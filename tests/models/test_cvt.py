@@ -6,6 +6,8 @@ import torch
 from transunet_app.models import build_encoder, build_model, list_models
 from transunet_app.models.layers import DepthwiseConv2d
 
+from encoder_checks import check_full_model_bf16, parameters_without_gradient
+
 # A 1-block-per-stage CvT-13 keeps the behaviour tests fast; the variants' own sizes are
 # checked on the meta device (no memory, no compute).
 SMALL = dict(depths=(1, 1, 1))
@@ -81,13 +83,7 @@ def test_attention_paths_agree():
 
 def test_every_parameter_gets_a_gradient():
     """Including the stage-3 class token: it is attended to, so it shapes the patch tokens."""
-    enc = build_encoder("CvT-13", **SMALL).train()
-    out = enc(torch.randn(2, 3, 64, 64))
-    loss = out.bottleneck.square().mean()
-    loss = loss + sum(s.square().mean() for s in out.skips if s is not None)
-    loss.backward()
-    no_grad = [n for n, p in enc.named_parameters() if p.grad is None or not p.grad.abs().sum()]
-    assert not no_grad
+    assert not parameters_without_gradient(build_encoder("CvT-13", **SMALL))
 
 
 def test_depthwise_float64_path_matches_conv2d():
@@ -100,12 +96,4 @@ def test_depthwise_float64_path_matches_conv2d():
 
 
 def test_bf16_autocast_and_full_model():
-    model = build_model("CvT-13", 9, **SMALL).eval()
-    assert model.decoder.used_skip_channels == (192, 64, 0)
-    x = torch.randn(1, 1, 160, 192)
-    with torch.no_grad():
-        y = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            yb = model(x)
-    assert y.shape == (1, 9, 160, 192) and torch.isfinite(yb).all()
-    assert (yb.float() - y).abs().max() < 0.1 * y.abs().max() + 0.1
+    check_full_model_bf16(build_model("CvT-13", 9, **SMALL), used_skips=(192, 64, 0))
