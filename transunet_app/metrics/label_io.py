@@ -1,9 +1,9 @@
 """Small file layer for evaluation and reports: read volumes, label names, pair cases, write atomically.
 
-Kept private to the metrics/report packages on purpose (the main image reader lives in
-``transunet_app.data``); NIfTI via nibabel, ``.nrrd`` / ``.mha`` / ``.mhd`` via SimpleITK
-(LPS geometry converted to nibabel's RAS+ affine). Every problem is a one-line
-:class:`~transunet_app.errors.UserError` naming the file.
+Volumes are read by ``transunet_app.data.io.read_image`` (NIfTI via nibabel, ``.nrrd`` /
+``.mha`` / ``.mhd`` via SimpleITK with LPS converted to nibabel's RAS+ affine); this module adds
+the label-map checks, names, pairing and atomic text output of evaluation and reports. Every
+problem is a one-line :class:`~transunet_app.errors.UserError` naming the file.
 """
 from __future__ import annotations
 
@@ -62,50 +62,29 @@ def _pair_key(name: str) -> str:
 
 
 def load_volume(path, what: str = "volume") -> Volume:
-    """Read a 3D volume.
+    """Read a 3D volume with :func:`transunet_app.data.io.read_image` (the project's one reader).
 
     Args:
         path: NIfTI (``.nii``, ``.nii.gz``) or a SimpleITK format (``.nrrd``, ``.mha``, ``.mhd``).
         what: how the message names the file (``"prediction"``, ``"reference"``, ...).
 
     Raises:
-        UserError: missing, unreadable, or not 3D.
+        UserError: missing, of another file type, unreadable, or not one 3D volume; the message
+            starts with ``what`` and the path.
     """
+    from ..data.io import read_image
+
     p = Path(path)
-    if not p.is_file():
+    if not p.is_file():  # folders too: a DICOM series is not a label map
         raise UserError(f"{what} {p}: no such file")
-    low = p.name.lower()
+    if not p.name.lower().endswith(VOLUME_SUFFIXES):
+        raise UserError(f"{what} {p}: unsupported file type (use one of "
+                        f"{', '.join(VOLUME_SUFFIXES)})")
     try:
-        if low.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            img = nib.load(str(p))
-            arr = np.asanyarray(img.dataobj)
-            affine = np.asarray(img.affine, dtype=np.float64)
-            spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-        elif low.endswith(VOLUME_SUFFIXES):
-            import SimpleITK as sitk
-
-            img = sitk.ReadImage(str(p))
-            arr = np.ascontiguousarray(sitk.GetArrayFromImage(img).transpose(2, 1, 0))
-            spacing = tuple(float(s) for s in img.GetSpacing())
-            direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-            lps = np.eye(4)
-            lps[:3, :3] = direction * np.asarray(spacing)[None, :]
-            lps[:3, 3] = img.GetOrigin()
-            affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-        else:
-            raise UserError(f"{what} {p}: unsupported file type (use one of "
-                            f"{', '.join(VOLUME_SUFFIXES)})")
-    except UserError:
-        raise
-    except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
-        raise UserError(f"{what} {p}: cannot read ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3:
-        raise UserError(f"{what} {p}: expected a 3D volume, got shape {arr.shape}")
-    return Volume(arr, affine, spacing[:3], p)
+        image = read_image(p)
+    except UserError as exc:  # "<path>: <problem>" -> "<what> <path>: <problem>"
+        raise UserError(f"{what} {exc}") from None
+    return Volume(image.array, image.affine, image.spacing, p)
 
 
 def load_label_map(path, what: str = "label map") -> Volume:
