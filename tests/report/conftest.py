@@ -1,14 +1,10 @@
-"""Fixtures for report tests: a tiny synthetic abdomen CT with Synapse labels, and the real sample."""
+"""Fixtures for report tests: a tiny synthetic abdomen CT with Synapse labels (the real sample:
+``shared_data`` in the root conftest)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 # 4 mm in-plane, 5 mm slices, RAS+: axis 0 grows towards the patient's right.
 AFFINE = np.array([[4.0, 0, 0, -80.0], [0, 4.0, 0, -70.0], [0, 0, 5.0, 0.0], [0, 0, 0, 1.0]])
@@ -58,9 +54,3 @@ def phantom_files(tmp_path):
     nib.save(nib.Nifti1Image(lab, AFFINE), str(lab_path))
     return ct_path, lab_path
 
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "ct_abdomen_3mm.nii.gz").is_file():
-        pytest.skip(f"real CT sample not found at {SHARED_DATA}")
-    return SHARED_DATA
