@@ -10,7 +10,6 @@ Requires ``ml_collections`` (the official configs use it).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -21,6 +20,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from golden_cli import recording_plan  # noqa: E402
 from google_npz import npz_arrays, npz_schema  # noqa: E402
 
 # name -> (official config, img_size, n_skip, weights source)
@@ -48,15 +48,8 @@ def build_official(repo, name, img, n_skip):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", required=True, help="checkout of the official TransUNet repo")
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
-    ap.add_argument("--only", default=None)
-    args = ap.parse_args()
-    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
-    for case, (name, img, n_skip, source) in CASES.items():
-        if args.only and case != args.only:
-            continue
+    args, cases = recording_plan(__doc__, "Beckschen/TransUNet", CASES)
+    for case, (name, img, n_skip, source) in cases:
         model = build_official(args.official, name, img, n_skip)
         schema = golden.schema_of(model.state_dict())
         model.load_state_dict(golden.official_like_state(schema, seed=0))

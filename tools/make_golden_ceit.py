@@ -22,7 +22,6 @@ only here, from the path given; it is never copied into this repo.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -31,6 +30,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from golden_cli import recording_plan  # noqa: E402
 from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official factory, img_size the official model is built at, input shape)
@@ -78,15 +78,8 @@ def record(model, x):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", required=True, help="checkout of the official coeusguo/ceit repo")
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
-    ap.add_argument("--only", default=None)
-    args = ap.parse_args()
-    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
-    for case, (factory, img, shape) in CASES.items():
-        if args.only and case != args.only:
-            continue
+    args, cases = recording_plan(__doc__, "coeusguo/ceit", CASES)
+    for case, (factory, img, shape) in cases:
         model = build_official(args.official, factory, 224)
         schema = golden.schema_of(model.state_dict())  # the 224 release schema
         state = golden.official_like_state(schema, seed=0)

@@ -23,7 +23,6 @@ modules (its own ``forward`` runs unchanged):
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -33,6 +32,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from golden_cli import recording_plan  # noqa: E402
 from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official builder, official kwargs, input shape, record the stem?)
@@ -88,15 +88,8 @@ def record(model: nn.Module, x: torch.Tensor, with_stem: bool) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", required=True, help="checkout of pengzhiliang/Conformer")
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
-    ap.add_argument("--only", default=None)
-    args = ap.parse_args()
-    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
-    for case, (builder, kwargs, shape, with_stem) in CASES.items():
-        if args.only and case != args.only:
-            continue
+    args, cases = recording_plan(__doc__, "pengzhiliang/Conformer", CASES)
+    for case, (builder, kwargs, shape, with_stem) in cases:
         model = build_official(args.official, builder, kwargs)
         schema = golden.schema_of(model.state_dict())
         model.load_state_dict(golden.official_like_state(schema, seed=0))

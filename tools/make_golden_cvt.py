@@ -19,7 +19,6 @@ The official code is used only here, from the path given; it is never copied int
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from functools import partial
@@ -31,6 +30,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
+from golden_cli import recording_plan  # noqa: E402
 from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official YAML, input shape). CvT has no position embeddings, so the small inputs are
@@ -71,15 +71,8 @@ def stage_outputs(model, x):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--official", required=True, help="checkout of the official microsoft/CvT repo")
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"))
-    ap.add_argument("--only", default=None)
-    args = ap.parse_args()
-    torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
-    for case, (yaml_name, shape) in CASES.items():
-        if args.only and case != args.only:
-            continue
+    args, cases = recording_plan(__doc__, "microsoft/CvT", CASES)
+    for case, (yaml_name, shape) in cases:
         model, spec = build_official(args.official, yaml_name)
         schema = golden.schema_of(model.state_dict())
         model.load_state_dict(golden.official_like_state(schema, seed=0))
