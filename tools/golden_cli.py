@@ -9,6 +9,8 @@ import os
 
 import torch
 
+import golden  # tests/fidelity, put on sys.path by the recorder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,3 +33,13 @@ def recording_plan(doc: str, official: str, cases: dict) -> tuple[argparse.Names
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype
     return args, [(name, spec) for name, spec in cases.items() if args.only in (None, name)]
+
+
+def write_case(out_dir: str, case: str, schema, x: torch.Tensor, input_seed: int, outputs: dict,
+               meta: dict) -> str:
+    """Save one case as ``<out_dir>/<case>.npz`` (:func:`golden.save_golden`) and say so."""
+    path = os.path.join(out_dir, case + ".npz")
+    golden.save_golden(path, schema, x.shape, input_seed, outputs, meta)
+    print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB): "
+          + ", ".join(f"{k} {tuple(v.shape)}" for k, v in outputs.items()))
+    return path

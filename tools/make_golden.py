@@ -20,7 +20,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
-from golden_cli import recording_plan  # noqa: E402
+from golden_cli import recording_plan, write_case  # noqa: E402
 from google_npz import npz_arrays, npz_schema  # noqa: E402
 
 # name -> (official config, img_size, n_skip, weights source)
@@ -64,9 +64,7 @@ def main():
             y = model(x)
         meta = {"official": name, "img_size": img, "n_skip": n_skip, "num_classes": NUM_CLASSES,
                 "source": source}
-        path = os.path.join(args.out, case + ".npz")
-        golden.save_golden(path, schema, x.shape, INPUT_SEED, {"logits": y}, meta)
-        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB)")
+        write_case(args.out, case, schema, x, INPUT_SEED, {"logits": y}, meta)
 
 
 if __name__ == "__main__":

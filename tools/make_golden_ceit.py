@@ -30,7 +30,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
-from golden_cli import recording_plan  # noqa: E402
+from golden_cli import recording_plan, write_case  # noqa: E402
 from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official factory, img_size the official model is built at, input shape)
@@ -94,10 +94,7 @@ def main():
         if img != 224:  # the stem does not depend on the size of the position grid
             del outs["stem_half"], outs["stem_quarter"]
         meta = {"official": f"coeusguo/ceit ceit_model.py {factory}", "img_size": img}
-        path = os.path.join(args.out, case + ".npz")
-        golden.save_golden(path, schema, x.shape, INPUT_SEED, outs, meta)
-        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB): "
-              + ", ".join(f"{k} {tuple(v.shape)}" for k, v in outs.items()))
+        write_case(args.out, case, schema, x, INPUT_SEED, outs, meta)
         del model
 
 

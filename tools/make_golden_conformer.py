@@ -32,7 +32,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
-from golden_cli import recording_plan  # noqa: E402
+from golden_cli import recording_plan, write_case  # noqa: E402
 from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official builder, official kwargs, input shape, record the stem?)
@@ -98,9 +98,7 @@ def main():
         outs = record(model, x, with_stem)
         meta = {"official": builder, "kwargs": kwargs, "input": shape,
                 "recorded": sorted(outs)}
-        path = os.path.join(args.out, case + ".npz")
-        golden.save_golden(path, schema, x.shape, INPUT_SEED, outs, meta)
-        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB): {', '.join(sorted(outs))}")
+        write_case(args.out, case, schema, x, INPUT_SEED, outs, meta)
 
 
 if __name__ == "__main__":

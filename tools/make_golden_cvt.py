@@ -30,7 +30,7 @@ from torch import nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
 import golden  # noqa: E402
-from golden_cli import recording_plan  # noqa: E402
+from golden_cli import recording_plan, write_case  # noqa: E402
 from official_shims import install_stand_ins  # noqa: E402
 
 # name -> (official YAML, input shape). CvT has no position embeddings, so the small inputs are
@@ -82,10 +82,7 @@ def main():
             outs = stage_outputs(model, x)
         meta = {"official": "microsoft/CvT lib/models/cls_cvt.py", "yaml": yaml_name,
                 "dims": spec["DIM_EMBED"], "depths": spec["DEPTH"]}
-        path = os.path.join(args.out, case + ".npz")
-        golden.save_golden(path, schema, x.shape, INPUT_SEED, outs, meta)
-        print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB): "
-              + ", ".join(f"{k} {tuple(v.shape)}" for k, v in outs.items()))
+        write_case(args.out, case, schema, x, INPUT_SEED, outs, meta)
         del model
 
 
