@@ -63,7 +63,8 @@ def mode_model(model, mode: str):
     return prepared, torch.bfloat16, contextlib.nullcontext()
 
 
-def time_forward(model, batch, size, mode: str, rounds: int, gflops: float):
+def time_forward(model, batch, size, mode: str, rounds: int, gflops: float,
+                 peak_sizes=(1024, 2048, 4096)):
     """Best seconds per slice, and the median over ``rounds`` of (achieved GFLOP/s / matmul
     peak) where each round measures the peak right before its forward: on a shared or
     frequency-scaling machine both see the same conditions, so the ratio is stable even when
@@ -75,7 +76,7 @@ def time_forward(model, batch, size, mode: str, rounds: int, gflops: float):
     with torch.inference_mode(), ctx:
         net(x)  # warm-up (oneDNN primitive creation)
         for _ in range(rounds):
-            peak = matmul_peak(peak_dtype, repeat=2)
+            peak = matmul_peak(peak_dtype, sizes=peak_sizes, repeat=2)
             t = time.perf_counter()
             net(x)
             dt = time.perf_counter() - t
@@ -92,6 +93,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=[224, 224])
     ap.add_argument("--rounds", type=int, default=5, help="timed forwards per row")
     ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+    ap.add_argument("--peak-sizes", nargs="*", type=int, default=[1024, 2048, 4096],
+                    help="square matmul sizes for the peak")
     args = ap.parse_args()
     names = args.models or [n for n in list_models() if n != "tiny"]
     size = tuple(args.size)
@@ -108,7 +111,8 @@ def main() -> None:
         params = count_parameters(model) / 1e6
         for mode in args.modes:
             for batch in args.batches:
-                s, ratio, peak = time_forward(model, batch, size, mode, args.rounds, gflops)
+                s, ratio, peak = time_forward(model, batch, size, mode, args.rounds, gflops,
+                                              tuple(args.peak_sizes))
                 print(f"| {name} | {params:.2f} | {gflops:.1f} | {mode} | {batch} | {s:.3f} | "
                       f"{gflops / s:.0f} | {peak:.0f} | {100 * ratio:.0f}% |", flush=True)
 

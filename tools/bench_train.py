@@ -367,8 +367,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides for the learning check")
     args = p.parse_args(argv)
-    results = {"cpu_amx": __import__("transunet_app.engine.trainer", fromlist=["x"]).cpu_has_amx(),
-               "torch": torch.__version__}
+    from transunet_app.inference.precision import cpu_has_amx
+
+    results = {"cpu_amx": cpu_has_amx(), "torch": torch.__version__}
     if args.loader_only:
         cost = loader_cost(args)
         results["loader_batch24_s"] = cost
