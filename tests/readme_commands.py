@@ -7,6 +7,7 @@ dropped, ``&&`` chains split into their commands, a ``$ `` prompt removed.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+# TRANSUNET_README=<file> checks a proposed README against the same map without replacing it.
+README = Path(os.environ.get("TRANSUNET_README", ROOT / "README.md"))
 
 #: Programs whose inline code spans count as commands.
 PROGRAMS = ("transunet", "segment", "python", "python3", "pip", "torchrun", "tensorboard")
