@@ -288,7 +288,7 @@ def run_interleaved(ckpt: Path, src: Path, work: Path, chunk: int, batch: int, t
                                                        chunk, batch, threads), daemon=True)
         p.start()
         workers[name] = {"proc": p, "conn": parent, "dst": dst, "load": 0.0, "run": 0.0,
-                         "turns": 0, "slices": 0, "extra": {}}
+                         "turns": 0, "slices": 0, "turn_log": [], "extra": {}}
     active = list(pipelines)
     rounds = 0
     try:
@@ -307,6 +307,7 @@ def run_interleaved(ckpt: Path, src: Path, work: Path, chunk: int, batch: int, t
                 else:
                     w["run"] += dt
                     w["turns"] += 1
+                    w["turn_log"].append([rounds, w["slices"], round(dt, 3), os.getloadavg()[0]])
                 if kind == "done":
                     w["extra"] = extra
                     active.remove(name)
@@ -321,6 +322,7 @@ def run_interleaved(ckpt: Path, src: Path, work: Path, chunk: int, batch: int, t
                 pass
             w["proc"].join(timeout=30)
     return {name: {"load_seconds": w["load"], "run_seconds": w["run"], "turns": w["turns"],
+                   "turn_log": w["turn_log"],  # [round, slices done after it, seconds, load avg]
                    "output": str(w["dst"]), **w["extra"]} for name, w in workers.items()}
 
 
@@ -386,6 +388,19 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
         row["gflops_end_to_end"] = flops * slices / row["run_seconds"] / 1e9
         row["voxel_agreement_with_reference"] = float((labels[name] == labels["reference"]).mean())
         log(f"{name}: {json.dumps({k: v for k, v in row.items() if k != 'outputs'})}")
+    # Per round: the reference's seconds per slice over each pipeline's, for rounds where
+    # both did whole chunks (each one's last turn also writes the outputs: left out).
+    def per_slice(log_):
+        out, prev = {}, 0
+        for rnd, done, dt, _ in log_[:-1]:
+            out[rnd] = dt / (done - prev)
+            prev = done
+        return out
+
+    ref_ps = per_slice(rows["reference"]["turn_log"])
+    per_round = {name: [ref_ps[r] / v for r, v in per_slice(row["turn_log"]).items() if r in ref_ps]
+                 for name, row in rows.items() if name != "reference"}
+    results["speed_per_round_speedup"] = per_round
     results["speed"] = {"shape": list(shape), "slices": slices, "batch_size": batch, "chunk": chunk,
                         "gflop_per_slice": flops / 1e9, "amx": cpu_has_amx(), "threads": threads,
                         "wall_seconds": wall, "same_weights": weights,
@@ -395,11 +410,15 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
 
 
 _STARTUP_SCRIPT = r"""
-import contextlib, json, resource, sys, time, torch
+import contextlib, json, sys, time, torch
 variant, ckpt, precision = sys.argv[1:4]
 import transunet_app.checkpoint as C
 from transunet_app.inference import Segmenter
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm_mb():
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's size over exec).
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM")) / 1024
+base = hwm_mb()
 if variant != "as shipped":
     use_mmap, meta = variant != "read + build", variant == "mmap + meta build"
     def load(path, *args, **kwargs):
@@ -417,8 +436,7 @@ if variant != "as shipped":
 t0 = time.perf_counter()
 seg = Segmenter(ckpt, precision=precision)
 dt = time.perf_counter() - t0
-print(json.dumps({"rss_after_imports_mb": base / 1024,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"rss_after_imports_mb": base, "peak_rss_mb": hwm_mb(),
                   "seconds": dt}))
 """
 
@@ -502,6 +520,10 @@ def print_tables(results: dict) -> None:
             print(f"| {name} | {r['load_seconds']:.1f} | {r['run_seconds']:.1f} | {r['s_per_slice']:.3f} | "
                   f"{r['speedup_run']:.2f}x | {r['speedup_total']:.2f}x | {r['gflops_model']:.0f} | {pct} | "
                   f"{r['gflops_end_to_end']:.0f} | {100 * r['voxel_agreement_with_reference']:.2f}% |")
+        for name, ratios in results.get("speed_per_round_speedup", {}).items():
+            if ratios:
+                print(f"{name}: speed-up per round (whole chunks) min {min(ratios):.2f}x, median "
+                      f"{float(np.median(ratios)):.2f}x, max {max(ratios):.2f}x over {len(ratios)} rounds")
         w = s["same_weights"]
         print(f"\nIdentical weights: max relative logit difference reference vs segment fp32 "
               f"{w['max_rel_logit_diff']:.1e}, argmax agreement {100 * w['argmax_agreement']:.2f}%; "
