@@ -18,7 +18,10 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
 
   - reference: mirrors ``test_single_volume`` of the official code: one slice at a time,
     fp32, scipy cubic ``zoom`` to 224x224, softmax + argmax, order-0 ``zoom`` back; reads the
-    NIfTI with nibabel and writes a uint8 NIfTI.
+    NIfTI with nibabel and writes a uint8 NIfTI. Its network is this project's R50-ViT-B_16
+    (already sped up: fused q/k/v, SDPA, cached weight standardisation), or with
+    ``--official DIR`` the official implementation from a local checkout (same weights,
+    loaded into ours with ``load_pretrained``).
   - ``segment --precision fp32`` and ``--precision bf16``: :meth:`Segmenter.run`, the code the
     ``segment`` command runs (input read and check, batching, bilinear resize in, model,
     logits resized back, argmax, label map and JSON sidecar written atomically).
@@ -122,6 +125,39 @@ def make_r50_checkpoint(path: Path, seed: int = 0) -> None:
     save_checkpoint(path, make_checkpoint(model, list(CLASSES)))
 
 
+def build_official(repo: str, img: int = 224, num_classes: int = 9):
+    """The official ``VisionTransformer`` (R50-ViT-B_16) from a local checkout of
+    Beckschen/TransUNet (development-time only: nothing of it is copied into this project)."""
+    import copy
+
+    sys.path.insert(0, str(repo))
+    from networks.vit_seg_modeling import CONFIGS, VisionTransformer
+
+    cfg = copy.deepcopy(CONFIGS["R50-ViT-B_16"])
+    cfg.n_classes = num_classes
+    cfg.n_skip = 3
+    cfg.patches.grid = (img // 16, img // 16)
+    return VisionTransformer(cfg, img_size=img, num_classes=num_classes)
+
+
+def make_official_pair(repo: str, pth: Path, ckpt: Path, seed: int = 0) -> None:
+    """Seeded official R50-ViT-B_16 weights saved as an official ``.pth``, and the same weights
+    loaded into our model (``load_pretrained``, as users convert official checkpoints) saved
+    as our checkpoint: both pipelines then run identical weights."""
+    from transunet_app.checkpoint import make_checkpoint, save_checkpoint
+    from transunet_app.data.phantom import CLASSES
+    from transunet_app.models import build_model, load_pretrained
+
+    torch.manual_seed(seed)
+    official = build_official(repo, num_classes=len(CLASSES))
+    with torch.no_grad():  # as make_r50_checkpoint: labels that vary like a real model's
+        official.segmentation_head[0].weight.mul_(20.0)
+    torch.save(official.state_dict(), pth)
+    ours = build_model("R50-ViT-B_16", len(CLASSES), img_size=224)
+    load_pretrained(ours, pth)
+    save_checkpoint(ckpt, make_checkpoint(ours, list(CLASSES)))
+
+
 def model_flops(ckpt_path: Path) -> float:
     """FLOPs of one forward pass at the checkpoint's img_size (2 per multiply-add)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -184,11 +220,17 @@ class Baton:
         pass
 
 
-def reference_load(ckpt_path: Path):
+def reference_load(ckpt_path: Path, official: str | None = None):
+    """The reference's network: the official implementation with the official ``.pth`` next
+    to the checkpoint when ``official`` is a checkout, else this project's model."""
     from transunet_app.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
-    net = model_from_checkpoint(ckpt)
+    if official:
+        net = build_official(official, num_classes=len(ckpt["classes"]))
+        net.load_state_dict(torch.load(ckpt_path.with_suffix(".official.pth"), weights_only=True))
+    else:
+        net = model_from_checkpoint(ckpt)
     net.eval()
     return net, dict(ckpt["preprocessing"])
 
@@ -243,14 +285,14 @@ def reference_segment(src: Path, dst: Path, net, prep: dict, baton=None) -> floa
 
 
 def pipeline_worker(conn, name: str, ckpt: str, src: str, dst: str, chunk: int, batch: int,
-                    threads: int) -> None:
+                    threads: int, official: str | None = None) -> None:
     """One pipeline in its own process, computing only while it holds the baton."""
     torch.set_num_threads(threads)
     baton = Baton(conn, chunk)
     try:
         baton.wait()                                  # turn 1: load the model
         if name == "reference":
-            net, prep = reference_load(Path(ckpt))
+            net, prep = reference_load(Path(ckpt), official)
         else:
             from transunet_app.inference import Segmenter
 
@@ -283,7 +325,7 @@ def pipeline_worker(conn, name: str, ckpt: str, src: str, dst: str, chunk: int, 
 
 
 def run_interleaved(ckpt: Path, src: Path, work: Path, chunk: int, batch: int, threads: int,
-                    pipelines=PIPELINES) -> dict:
+                    pipelines=PIPELINES, official: str | None = None) -> dict:
     """Run the pipelines in worker processes taking turns; per pipeline the summed turn times."""
     ctx = mp.get_context("spawn")
     workers = {}
@@ -291,7 +333,7 @@ def run_interleaved(ckpt: Path, src: Path, work: Path, chunk: int, batch: int, t
         parent, child = ctx.Pipe()
         dst = work / f"out_{name.replace(' ', '_')}.nii.gz"
         p = ctx.Process(target=pipeline_worker, args=(child, name, str(ckpt), str(src), str(dst),
-                                                       chunk, batch, threads), daemon=True)
+                                                       chunk, batch, threads, official), daemon=True)
         p.start()
         workers[name] = {"proc": p, "conn": parent, "dst": dst, "load": 0.0, "run": 0.0,
                          "turns": 0, "slices": 0, "turn_log": [], "run_cpu": 0.0, "extra": {}}
@@ -335,12 +377,12 @@ def run_interleaved(ckpt: Path, src: Path, work: Path, chunk: int, batch: int, t
                    "output": str(w["dst"]), **w["extra"]} for name, w in workers.items()}
 
 
-def same_weights_check(ckpt: Path, slices: int = 2) -> dict:
+def same_weights_check(ckpt: Path, slices: int = 2, official: str | None = None) -> dict:
     """Both sides run identical weights: reference net vs segment's prepared fp32 model on the
     same (cubic-zoomed) input slices; returns the largest relative logit difference."""
     from transunet_app.inference import Segmenter
 
-    net, prep = reference_load(ckpt)
+    net, prep = reference_load(ckpt, official)
     seg = Segmenter(ckpt, precision="fp32", batch_size=slices)
     torch.manual_seed(1)
     x = torch.rand(slices, 1, *prep["img_size"])
@@ -362,16 +404,20 @@ def part_peak(results: dict, label: str) -> None:
     log(f"matmul peak ({label}): fp32 {p['fp32_gflops']:.0f}, bf16 {p['bf16_gflops']:.0f} GFLOP/s")
 
 
-def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, threads: int) -> None:
+def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, threads: int,
+               official: str | None = None) -> None:
     import nibabel as nib
 
     from transunet_app.inference.precision import cpu_has_amx
 
     ct = work / f"ct512x{slices}.nii.gz"
-    ckpt = work / "r50.pt"
+    ckpt = work / ("r50_official_weights.pt" if official else "r50.pt")
     if not ckpt.exists():
-        log("writing an R50-ViT-B_16 checkpoint")
-        make_r50_checkpoint(ckpt)
+        log("writing an R50-ViT-B_16 checkpoint" + (" (and the official .pth)" if official else ""))
+        if official:
+            make_official_pair(official, ckpt.with_suffix(".official.pth"), ckpt)
+        else:
+            make_r50_checkpoint(ckpt)
     if ct.exists():  # --workdir reuse
         log(f"reusing {ct}")
     else:
@@ -379,12 +425,12 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
         write_ct(ct, slices)
     shape = _nifti_shape(ct)
     flops = model_flops(ckpt)
-    weights = same_weights_check(ckpt)
+    weights = same_weights_check(ckpt, official=official)
     log(f"identical weights: {weights}")
     log(f"interleaved run: {', '.join(PIPELINES)}; chunks of {chunk} slices, batch {batch}, "
         f"{threads} threads")
     t0 = time.perf_counter()
-    rows = run_interleaved(ckpt, ct, work, chunk, batch, threads)
+    rows = run_interleaved(ckpt, ct, work, chunk, batch, threads, official=official)
     wall = time.perf_counter() - t0
     labels = {n: np.asanyarray(nib.load(r["output"]).dataobj) for n, r in rows.items()}
     ref = rows["reference"]
@@ -418,7 +464,9 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
         row["best_turn_speedup"] = (best["reference"] / best[name]
                                     if best[name] and best["reference"] else None)
     results["speed_per_round_speedup"] = per_round
-    results["speed"] = {"shape": list(shape), "slices": slices, "batch_size": batch, "chunk": chunk,
+    results["speed"] = {"reference_network": ("official TransUNet code" if official else
+                                              "this project's R50-ViT-B_16"),
+                        "shape": list(shape), "slices": slices, "batch_size": batch, "chunk": chunk,
                         "gflop_per_slice": flops / 1e9, "amx": cpu_has_amx(), "threads": threads,
                         "wall_seconds": wall, "same_weights": weights,
                         "bf16_vs_fp32_voxel_agreement": float((labels["segment bf16"] ==
@@ -527,7 +575,8 @@ def print_tables(results: dict) -> None:
     if "speed" in results:
         s = results["speed"]
         print(f"\nSpeed: {'x'.join(map(str, s['shape']))} CT, R50-ViT-B_16 ({s['gflop_per_slice']:.1f} "
-              f"GFLOP/slice), batch {s['batch_size']}, {s['threads']} threads, AMX: {s['amx']}, "
+              f"GFLOP/slice), reference network: {s.get('reference_network')}, "
+              f"batch {s['batch_size']}, {s['threads']} threads, AMX: {s['amx']}, "
               f"interleaved in chunks of {s['chunk']} slices ({s['wall_seconds']:.0f} s wall, "
               f"load average at the end {s['load_average'][0]:.1f}/{s['load_average'][1]:.1f}/"
               f"{s['load_average'][2]:.1f})\n")
@@ -578,6 +627,9 @@ def main(argv=None) -> int:
                     help="slices per turn (segment hands over at the first batch boundary at or "
                          "past it; default 8 = one batch)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--official", metavar="DIR",
+                    help="a local checkout of the official TransUNet code: the reference then runs "
+                         "the official network (same weights), not this project's model")
     ap.add_argument("--workdir", help="keep files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -589,7 +641,8 @@ def main(argv=None) -> int:
         if "peak" in parts:
             part_peak(results, "before")
         if "speed" in parts:
-            part_speed(results, work, args.slices, args.batch_size, args.chunk, args.threads)
+            part_speed(results, work, args.slices, args.batch_size, args.chunk, args.threads,
+                       args.official)
             if "peak" in parts:
                 part_peak(results, "after")
         if "startup" in parts:
