@@ -21,11 +21,14 @@ def test_fused_model_matches_unfused_bf16(name):
     fused = prepare_for_inference(model, CPU, "bf16", copy_model=True, fuse=True)
     kinds = [type(m) for m in fused.modules()]
     assert OneDNNConv2d in kinds
-    assert not any(type(m) in (torch.nn.Linear, torch.nn.Conv2d) for m in fused.modules())
+    # every bf16 layer swapped; only the float32 segmentation head stays a Conv2d
+    plain_layers = [m for m in fused.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
+    assert plain_layers == [fused.segmentation_head.layer]
     x = torch.rand(2, 1, 64, 64).bfloat16().contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         a, b = plain(x).double(), fused(x).double()
     assert b.shape == a.shape
+    assert fused(x).dtype == plain(x).dtype == torch.float32  # the head runs in float32
     assert ((a - b).norm() / a.norm()) < 2e-2  # bf16 rounding, different summation order
 
 
