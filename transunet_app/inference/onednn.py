@@ -125,17 +125,15 @@ def _fuse_children(parent: nn.Module) -> int:
                 pairs.append((name, names[j]))
     elif isinstance(parent, Mlp) and type(parent.act) in _FUSABLE:
         pairs.append(("fc1", "act"))  # Mlp applies act directly to fc1's output
-    fused_acts = set()
     for layer, act in pairs:
         new = _fused(parent._modules[layer], parent._modules[act])
         if new is not None:
             parent._modules[layer] = new
             parent._modules[act] = nn.Identity()
-            fused_acts.add(layer)
             count += 1
     for name in names:
-        child = parent._modules[name]
-        if name in fused_acts or child is None:
+        child = parent._modules[name]  # a layer fused above is a OneDNN module now: no children
+        if child is None:
             continue
         if type(child) in (nn.Linear, nn.Conv2d):
             new = _fused(child, None)

@@ -22,6 +22,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import fuse_conv_bn_weights
 
 from ..models.layers import DepthwiseConv2d
 from .onednn import fuse_for_onednn
@@ -58,7 +59,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
     ``y = gamma * (conv(x) + b - mean) / sqrt(var + eps) + beta`` is ``conv'(x)`` with weight
     ``w * s`` and bias ``(b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)`` per output
-    channel; computed in float64, stored in the convolution's dtype.
+    channel (``torch.nn.utils.fuse_conv_bn_weights``).
     """
     for child in model.children():
         fold_batch_norm(child)
@@ -72,20 +73,9 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
                 and conv.out_channels == bn.num_features):
             continue
         with torch.no_grad():
-            scale = bn.running_var.double().add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight.double()
-            shift = -bn.running_mean.double() * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias.double()
-            if conv.bias is not None:
-                shift = shift + conv.bias.double() * scale
-            weight = conv.weight.double() * scale.view(-1, *([1] * (conv.weight.ndim - 1)))
-            conv.weight.copy_(weight.to(conv.weight.dtype))
-            if conv.bias is None:
-                conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
-            else:
-                conv.bias.copy_(shift.to(conv.bias.dtype))
+            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean,
+                                                bn.running_var, bn.eps, bn.weight, bn.bias)
+        conv.weight, conv.bias = weight, bias
         model._modules[second] = nn.Identity()
     return model
 

@@ -138,7 +138,6 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
                                  w32, b32, eps)
         ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
         ctx.num_groups = num_groups
-        ctx.has_bias = bias is not None
         return out
 
     @staticmethod
@@ -165,11 +164,10 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         dx = torch.addcmul(const.repeat_interleave(per, 1)[:, None, :], dy, alpha)
         dx = dx.addcmul_(xr, coef_x.repeat_interleave(per, 1)[:, None, :])
         dx = dx.to(x.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
-        dweight = dbias = None
-        if weight is not None and ctx.needs_input_grad[1]:
-            dweight = sum_dy_xhat.sum(0).to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            dbias = sum_dy.sum(0).to(weight.dtype if weight is not None else x.dtype)
+        # needs_input_grad is False for an absent (None) weight or bias
+        # (in float32; autograd casts a gradient to its input's dtype)
+        dweight = sum_dy_xhat.sum(0) if ctx.needs_input_grad[1] else None
+        dbias = sum_dy.sum(0) if ctx.needs_input_grad[2] else None
         return dx, dweight, dbias, None, None
 
 
