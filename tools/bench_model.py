@@ -2,8 +2,8 @@
 
     python tools/bench_model.py [--models R50-ViT-B_16 ViT-B_16 ...] [--batches 1 8] [--rounds 5] [--modes ...]
 
-For each model at 224x224 (1-channel input, 9 classes, eval mode, ``inference_mode``,
-``channels_last``): parameter count, forward GFLOPs per slice (``FlopCounterMode``: 2 x MACs of
+For each model at 224x224 (1-channel input, 9 classes, eval mode, ``inference_mode`` (autocast:
+``no_grad``, which keeps autocast's weight cache), ``channels_last``): parameter count, forward GFLOPs per slice (``FlopCounterMode``: 2 x MACs of
 matmuls, convolutions and attention), and seconds per slice at each batch size in three modes:
 fp32, bf16 autocast (the training-time model), and bf16-inference (the model as ``segment``
 runs it: weights standardised, BatchNorms folded and cast to bf16 once). The achieved GFLOP/s
@@ -73,7 +73,11 @@ def time_forward(model, batch, size, mode: str, rounds: int, gflops: float,
     peak_dtype = torch.float32 if mode == "fp32" else torch.bfloat16
     x = torch.randn(batch, 1, *size).to(dtype).contiguous(memory_format=torch.channels_last)
     best, ratios, peaks = float("inf"), [], []
-    with torch.inference_mode(), ctx:
+    # Autocast keeps the bf16 copy of each weight for the life of its context, but torch turns
+    # that cache off under inference_mode (every forward re-cast all 105M weights of
+    # R50-ViT-B_16: ~70 ms per batch-8 forward); an eval loop under autocast runs with no_grad.
+    grad_off = torch.no_grad() if mode == "bf16" else torch.inference_mode()
+    with grad_off, ctx:
         net(x)  # warm-up (oneDNN primitive creation)
         for _ in range(rounds):
             peak = matmul_peak(peak_dtype, sizes=peak_sizes, repeat=2)

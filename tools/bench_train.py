@@ -15,6 +15,11 @@ cost), but the training step of all three runs on the SAME batch (the engine's),
 initial weights, so their losses can be compared batch by batch: fp32 must agree with the
 reference to float rounding, bf16 within a tolerance. samples/s = batch / (load + step).
 
+Dropout: the reference uses torch's ``nn.Dropout`` (as the official model), the engine this
+package's cheaper CPU dropout (``models.layers.dropout``), so their masks differ. The first
+``--agree-iterations`` therefore run with every dropout off (same weights, same batch: equal
+losses expected); the timed iterations that follow run the recipe as it is, dropout 0.1 on.
+
     python tools/bench_train.py                 # throughput + loss agreement (long on a CPU)
     python tools/bench_train.py --iterations 2 --warmup 1
     python tools/bench_train.py --learning-check-only
@@ -163,6 +168,28 @@ def make_slices(out: Path, n: int = 24, size: int = 512) -> list[str]:
 # --------------------------------------------------------------------------- loops
 
 
+def torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Swap this package's dropout layers for ``torch.nn.Dropout`` (the official model's)."""
+    from transunet_app.models.layers import Dropout
+
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, Dropout):
+                setattr(parent, name, torch.nn.Dropout(child.p))
+    return model
+
+
+def set_dropout(model: torch.nn.Module, on: bool) -> None:
+    """Turn every dropout layer off (p = 0, the rate kept aside) or back on."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            if not on and not hasattr(m, "bench_p"):
+                m.bench_p, m.p = m.p, 0.0
+            elif on and hasattr(m, "bench_p"):
+                m.p = m.bench_p
+                del m.bench_p
+
+
 class Loop:
     """One training loop: its own loader, model copy, optimizer and step function."""
 
@@ -204,7 +231,7 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
     ref_ds = SynapseDatasetOfficial(data_root / "train_npz", names, RandomGenerator([img_size, img_size]))
     ref_loader = torch.utils.data.DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=0,
                                              generator=torch.Generator().manual_seed(0))
-    ref_model = build_model("R50-ViT-B_16", 9, img_size=img_size)
+    ref_model = torch_dropout(build_model("R50-ViT-B_16", 9, img_size=img_size))
     ref_model.load_state_dict(init)
     ref_model.train()
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base_lr, momentum=0.9, weight_decay=1e-4)
@@ -267,19 +294,22 @@ def throughput(args) -> dict:
         names = make_slices(root, n=max(args.batch * 3, 24))
         # The lr schedule spans a long run (as in training), so a few steps barely move it.
         loops = build_loops(root, names, args.batch, args.img_size, max_iterations=13950)
-        total = args.warmup + args.iterations
+        agree = args.agree_iterations
+        total = agree + args.warmup + args.iterations
         for i in range(total):
+            for loop in loops:
+                set_dropout(loop.model, on=i >= agree)
             batches = [loop.next_batch() for loop in loops]  # each pipeline's own batch: its loading cost
             image, label = batches[-1]["image"], batches[-1]["label"]  # the engine's batch feeds every step
             for loop in loops:
-                torch.manual_seed(10_000 + i)  # the same dropout masks in every loop
+                torch.manual_seed(10_000 + i)
                 t = time.perf_counter()
                 loss = loop.step(image, label)
                 loop.step_s.append(time.perf_counter() - t)
                 loop.losses.append(loss)
             print(f"iteration {i + 1}/{total}: " + ", ".join(
                 f"{lp.name.split(' (')[0]} {lp.step_s[-1]:.1f}s loss {lp.losses[-1]:.6f}" for lp in loops), flush=True)
-    w = args.warmup
+    w = agree + args.warmup
     rows = []
     for loop in loops:
         load = float(np.mean(loop.load_s[w:]))
@@ -289,9 +319,10 @@ def throughput(args) -> dict:
     ref = rows[0]
     for r in rows:
         r["speedup"] = r["samples_per_s"] / ref["samples_per_s"]
-        r["max_rel_loss_diff"] = max(abs(a - b) / abs(b) for a, b in zip(r["losses"], ref["losses"]))
-    return {"batch": args.batch, "img_size": args.img_size, "threads": args.threads, "warmup": w,
-            "iterations": args.iterations, "rows": rows}
+        pairs = list(zip(r["losses"], ref["losses"]))[:agree]
+        r["max_rel_loss_diff"] = max((abs(a - b) / abs(b) for a, b in pairs), default=float("nan"))
+    return {"batch": args.batch, "img_size": args.img_size, "threads": args.threads, "warmup": args.warmup,
+            "agree_iterations": agree, "iterations": args.iterations, "rows": rows}
 
 
 def loader_cost(args, batch: int = 24, batches: int = 3) -> dict:
@@ -359,6 +390,8 @@ def main(argv=None) -> int:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iterations", type=int, default=3, help="timed iterations per loop")
+    p.add_argument("--agree-iterations", type=int, default=2,
+                   help="first iterations, dropout off, whose losses are compared (not timed)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--learning-check", action="store_true", help="also run the real-CT learning check")
     p.add_argument("--learning-check-only", action="store_true")
@@ -380,8 +413,10 @@ def main(argv=None) -> int:
         tp = throughput(args)
         results["throughput"] = tp
         print(f"\nR50-ViT-B_16, batch {tp['batch']}, {tp['img_size']}px, {tp['threads']} threads, "
-              f"{tp['iterations']} timed iterations after {tp['warmup']} warm-up (interleaved)")
-        print("| loop | load s/batch | step s/batch | samples/s | vs reference | loader share | max rel. loss diff |")
+              f"{tp['iterations']} timed iterations (dropout on) after {tp['agree_iterations']} loss-agreement "
+              f"iterations (dropout off) and {tp['warmup']} warm-up (interleaved)")
+        print("| loop | load s/batch | step s/batch | samples/s | vs reference | loader share "
+              "| max rel. loss diff (dropout off) |")
         print("|---|---|---|---|---|---|---|")
         for r in tp["rows"]:
             print(f"| {r['loop']} | {r['load_s']:.3f} | {r['step_s']:.2f} | {r['samples_per_s']:.3f} | "

@@ -80,3 +80,65 @@ def test_channels_last_group_norm_gradients_equal_torch_in_bf16():
         grads.append((x.grad.double(), gn.weight.grad.double().clone(), gn.bias.grad.double().clone()))
     for ours, exact in zip(*grads):
         assert ((ours - exact).abs().max() / exact.abs().max()) < 1e-2
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_dropout_drops_at_rate_p_and_scales_the_rest(p, dtype):
+    from transunet_app.models.layers import dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(1000, 1001, dtype=dtype) + 1.0  # odd count: the last int64 is used in part
+    y = dropout(x, p)
+    dropped = y == 0
+    # 1e6 Bernoulli(p) draws: std <= 5e-4, so 3e-3 is 6 standard deviations.
+    assert abs(dropped.double().mean().item() - p) < 3e-3
+    assert y.dtype == dtype
+    torch.testing.assert_close(y[~dropped], (x * (1.0 / (1.0 - p)))[~dropped], rtol=0, atol=0)
+    # No pattern between neighbours (each comes from another 16-bit slice of an int64).
+    a, b = dropped.flatten()[:-1].double(), dropped.flatten()[1:].double()
+    assert abs((a * b).mean().item() - p * p) < 3e-3
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    from transunet_app.models.layers import dropout
+
+    torch.manual_seed(1)
+    x = (torch.rand(64, 300, dtype=torch.float64) + 1.0).requires_grad_()
+    g = torch.randn(64, 300, dtype=torch.float64)
+    y = dropout(x, 0.25)
+    y.backward(g)
+    keep = y.detach() != 0
+    torch.testing.assert_close(x.grad, g * keep * (1.0 / 0.75), rtol=0, atol=0)
+
+
+def test_dropout_is_reproducible_from_the_seed_and_off_in_eval():
+    from transunet_app.models.layers import Dropout
+
+    layer = Dropout(0.1)
+    x = torch.rand(8, 196, 64) + 1.0
+    torch.manual_seed(3)
+    a = layer(x)
+    torch.manual_seed(3)
+    b = layer(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, layer(x))  # the generator moved on
+    assert layer.eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_transunet_vit_drops_attention_output_with_the_attention_rate():
+    # Official vit_seg_modeling.Attention: proj_dropout = Dropout(attention_dropout_rate), while
+    # the MLP and the embeddings use dropout_rate.
+    from transunet_app.models import build_model
+
+    model = build_model("tiny", 9)
+    vit = [m for m in model.modules() if type(m).__name__ == "TransformerBlock"]
+    assert vit
+    for block in vit:
+        assert block.attn.proj_drop.p == 0.0
+        assert block.mlp.drop.p == 0.1

@@ -32,3 +32,27 @@ def test_bench_metrics_small_volume():
     out = _run(ROOT / "tools" / "bench_metrics.py", "--shape", "20", "64", "64", "--repeats", "1",
                "--no-medpy")
     assert "|" in out
+
+
+def test_bench_train_reference_dropout_is_torch_and_can_be_switched_off():
+    import importlib.util
+
+    import torch
+
+    from transunet_app.models import build_model
+    from transunet_app.models.layers import Dropout
+
+    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "tools" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = bench.torch_dropout(build_model("tiny", 9, img_size=32)).train()
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and not any(isinstance(m, Dropout) for m in drops)
+    rates = [m.p for m in drops]
+    assert max(rates) == 0.1
+    x = torch.rand(2, 1, 32, 32)
+    bench.set_dropout(model, on=False)
+    assert torch.equal(model(x), model(x))  # no randomness left
+    bench.set_dropout(model, on=True)
+    assert [m.p for m in drops] == rates
+    assert not torch.equal(model(x), model(x))

@@ -28,22 +28,33 @@ def predict_volume(model: torch.nn.Module, image: torch.Tensor, img_size: int, b
     model.eval()
     d, h, w = image.shape
     out = torch.empty((d, h, w), dtype=torch.int64)
+    # One autocast context for the whole volume: autocast caches the low-precision copy of each
+    # weight for the life of its context, so the weights are cast once, not once per batch.
     ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     try:
-        for start in range(0, d, batch_size):
-            x = image[start:start + batch_size].unsqueeze(1).to(device, torch.float32)
-            x = resize_batch(x, img_size, interpolation)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with ctx:
-                logits = model(x)
-            logits = logits.float()
-            if tuple(logits.shape[-2:]) != (h, w):
-                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=True)
-            out[start:start + x.shape[0]] = logits.argmax(1).cpu()
+        with ctx:
+            for start in range(0, d, batch_size):
+                out[start:start + batch_size] = _predict_batch(
+                    model, image[start:start + batch_size], img_size, (h, w), device, interpolation,
+                    channels_last)
     finally:
         model.train(was_training)
     return out
+
+
+def _predict_batch(model, slab, img_size, out_size, device, interpolation, channels_last):
+    """Labels (B, H, W) int64 on the CPU of slices (B, H, W) in [0, 1]."""
+    with torch.autocast(device.type, enabled=False):
+        x = slab.unsqueeze(1).to(device, torch.float32)
+        x = resize_batch(x, img_size, interpolation)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+    logits = model(x)
+    with torch.autocast(device.type, enabled=False):
+        logits = logits.float()
+        if tuple(logits.shape[-2:]) != out_size:
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=True)
+        return logits.argmax(1).cpu()
 
 
 def organ_dice(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, classes: list[str]) -> dict[str, float]:

@@ -30,6 +30,62 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+#: Resolution of :func:`dropout`'s keep/drop decision: 15 random bits per element.
+_DROP_BITS = 15
+
+
+class _BitsDropout(torch.autograd.Function):
+    """Inverted dropout whose mask comes from 15 random bits per element (see :func:`dropout`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        n = x.numel()
+        # random_() on int64 draws uniform integers in [0, 2^63): every 16-bit slice has 15
+        # uniform low bits (the top slice's sign bit is always 0, hence the mask).
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        r = bits.view(torch.int16)[:n].bitwise_and_(2 ** _DROP_BITS - 1)
+        # In place on int16, then one multiplier tensor in x's dtype: measured 2-3x faster than
+        # a bool mask with masked_fill (and a bool times bf16 product is slower still).
+        keep = r.ge_(round(p * 2 ** _DROP_BITS)).view(x.shape).to(x.dtype)
+        ctx.save_for_backward(keep)
+        ctx.scale = 1.0 / (1.0 - p)
+        # As torch's native dropout: the scale is a float scalar applied after the mask (folding
+        # it into a bf16 mask would round it: 1/0.9 -> 1.109375, a 0.16% bias).
+        return x.mul(keep).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout``, with a mask that is cheaper to draw on a CPU.
+
+    ``F.dropout`` draws one Bernoulli sample per element from the CPU generator (a serial
+    Mersenne Twister): ~9 ns an element, 19% of an R50-ViT-B_16 bf16 training step on this
+    CPU. Drawing 64-bit integers and using 15 bits of them per element takes a quarter of the
+    generator calls. Drop probability ``round(p * 2^15) / 2^15`` (0.100006 for p = 0.1), drawn
+    from the same global generator, so ``torch.manual_seed`` and the saved RNG state of a
+    checkpoint still make a run reproducible. Other devices (whose dropout kernels are fused)
+    and ``p`` outside (0, 1) use ``F.dropout``.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not 0.0 < p < 1.0:
+        return F.dropout(x, p, training)
+    return _BitsDropout.apply(x, p)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same arguments, no state) computed by :func:`dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inplace:
+            return super().forward(x)
+        return dropout(x, self.p, self.training)
+
+
 class StdConv2d(nn.Conv2d):
     """Conv2d with weight standardisation (BiT / ResNetV2), as in the official TransUNet.
 
@@ -214,7 +270,7 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
@@ -234,7 +290,7 @@ def dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     weights = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
     if dropout_p:
-        weights = F.dropout(weights, dropout_p, True)
+        weights = dropout(weights, dropout_p)
     return weights @ v
 
 
@@ -256,7 +312,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         b, n, c = x.shape
@@ -266,7 +322,7 @@ class Attention(nn.Module):
         if return_attention:
             scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
             weights = scores.softmax(dim=-1)
-            out = F.dropout(weights, self.attn_drop, self.training) @ v
+            out = dropout(weights, self.attn_drop, self.training) @ v
         else:
             out = dot_product_attention(q, k, v, self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(b, n, c)
@@ -277,12 +333,14 @@ class TransformerBlock(nn.Module):
     """Pre-norm ViT block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``. Tokens (B, N, C)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_eps: float = 1e-6):
+                 drop: float = 0.0, attn_drop: float = 0.0, proj_drop: float | None = None,
+                 drop_path: float = 0.0, norm_eps: float = 1e-6):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        # timm-style blocks (Conformer) drop the attention output with the MLP rate; the
+        # official TransUNet ViT drops it with the attention rate (``proj_drop=attn_drop``).
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
-                              proj_drop=drop)
+                              proj_drop=drop if proj_drop is None else proj_drop)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_dim, drop=drop)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Attention, DepthwiseConv2d, DropPath, Mlp
+from ..layers import Attention, DepthwiseConv2d, DropPath, Dropout, Mlp
 from .base import Encoder, EncoderOutput
 
 
@@ -228,7 +228,7 @@ class CeiTEncoder(Encoder):
         self.i2t = I2TEmbed(in_channels, embed_dim, stem_channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], embed_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             CeiTBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r,

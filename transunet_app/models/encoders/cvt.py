@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DepthwiseConv2d, DropPath, Mlp, dot_product_attention
+from ..layers import DepthwiseConv2d, DropPath, Dropout, Mlp, dot_product_attention, dropout
 from .base import Encoder, EncoderOutput
 
 #: (kernel, stride, padding) of the three convolutional token embeddings (every official YAML).
@@ -134,7 +134,7 @@ class ConvAttention(nn.Module):
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -156,7 +156,7 @@ class ConvAttention(nn.Module):
         drop = self.attn_drop if self.training else 0.0
         if return_attention:
             weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-            out = F.dropout(weights, drop, self.training) @ v
+            out = dropout(weights, drop, self.training) @ v
         else:
             out = dot_product_attention(q, k, v, drop, self.scale)
         out = out.transpose(1, 2).reshape(b, -1, c)
@@ -193,7 +193,7 @@ class CvTStage(nn.Module):
         super().__init__()
         self.patch_embed = ConvEmbed(in_channels, dim, *embed, eps=eps)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if with_cls_token else None
-        self.pos_drop = nn.Dropout(drop)
+        self.pos_drop = Dropout(drop)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             CvTBlock(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, r, with_cls_token, eps)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..layers import TransformerBlock, resize_pos_embed
+from ..layers import Dropout, TransformerBlock, resize_pos_embed
 from .base import Encoder, EncoderOutput
 from .resnet_v2 import ResNetV2
 
@@ -82,11 +82,12 @@ class VisionTransformerEncoder(Encoder):
         self.patch_embed = nn.Conv2d(embed_in, hidden_size, kernel_size=embed_patch,
                                      stride=embed_patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden_size))
-        self.pos_drop = nn.Dropout(dropout)
+        self.pos_drop = Dropout(dropout)
         rates = [drop_path * i / max(num_layers - 1, 1) for i in range(num_layers)]
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, num_heads, mlp_dim, drop=dropout,
-                             attn_drop=attention_dropout, drop_path=r) for r in rates)
+                             attn_drop=attention_dropout, proj_drop=attention_dropout,
+                             drop_path=r) for r in rates)
         self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
         self._init_weights()
 
