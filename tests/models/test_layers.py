@@ -86,7 +86,7 @@ def test_channels_last_group_norm_gradients_equal_torch_in_bf16():
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_dropout_drops_at_rate_p_and_scales_the_rest(p, dtype):
     from transunet_app.models.layers import dropout
 
