@@ -6,7 +6,7 @@ import torch
 
 from transunet_app.inference.onednn import (OneDNNConv2d, OneDNNLinear, fuse_for_onednn,
                                             onednn_available)
-from transunet_app.inference.optimize import prepare_for_inference
+from transunet_app.inference.optimize import Float32Island, prepare_for_inference
 from transunet_app.models import build_model
 
 CPU = torch.device("cpu")
@@ -21,9 +21,12 @@ def test_fused_model_matches_unfused_bf16(name):
     fused = prepare_for_inference(model, CPU, "bf16", copy_model=True, fuse=True)
     kinds = [type(m) for m in fused.modules()]
     assert OneDNNConv2d in kinds
-    # every bf16 layer swapped; only the float32 segmentation head stays a Conv2d
+    # every bf16 layer swapped; only the float32 parts (stem, segmentation head) stay Conv2d
+    in_float32 = {id(m) for island in fused.modules() if isinstance(island, Float32Island)
+                  for m in island.modules()}
     plain_layers = [m for m in fused.modules() if type(m) in (torch.nn.Linear, torch.nn.Conv2d)]
-    assert plain_layers == [fused.segmentation_head.layer]
+    assert fused.segmentation_head.layer in plain_layers
+    assert all(id(m) in in_float32 and m.weight.dtype == torch.float32 for m in plain_layers)
     x = torch.rand(2, 1, 64, 64).bfloat16().contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         a, b = plain(x).double(), fused(x).double()

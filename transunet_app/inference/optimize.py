@@ -10,11 +10,23 @@
   reordered before and after every convolution.
 * For bf16 on CPU, Linear/Conv2d layers use pre-packed oneDNN weights with the following ReLU
   or GELU fused (:mod:`.onednn`).
-* The segmentation head runs in float32 (:class:`Float32Head`): logits at bf16 resolution
-  decided near-ties between organs.
-* For bf16/fp16 the weights are cast once, so no per-call weight casts happen. Normalisation
-  layers (GroupNorm, LayerNorm, BatchNorm) run on the low-precision activations too; their
-  reductions accumulate in float32 inside the kernels.
+* bf16 keeps float32 where rounding decides near-ties between organs and float32 costs
+  little (measured with ``tools/check_bf16_agreement.py`` on a trained model):
+
+  - the stem (:func:`find_stem`: R50's root conv + GroupNorm + ReLU, a ViT's patch embedding,
+    ...) runs in float32 on the float32 model input, its convolution summed over the repeated
+    grey channels (:class:`GreyStemConv`: a third of the work): rounding the [0, 1] input to
+    bf16 alone is +-0.4 HU of a 400 HU window;
+  - layers oneDNN takes over keep a float32 bias, added to the float32 accumulator inside the
+    kernel: a folded BatchNorm bias is the difference of large terms, and its rounding shifted
+    whole channels (half of the logit error);
+  - the segmentation head runs in float32 (:class:`Float32Head`) with the float32 weights:
+    bf16 logits near 8 are 0.03 apart.
+
+  Islands (:class:`Float32Island`) are made before the cast, so they keep the float32 weights.
+* For bf16/fp16 the other weights are cast once, so no per-call weight casts happen.
+  Normalisation layers (GroupNorm, LayerNorm, BatchNorm) run on the low-precision activations
+  too; their reductions accumulate in float32 inside the kernels.
 """
 from __future__ import annotations
 
@@ -25,7 +37,7 @@ from torch import nn
 from torch.nn.utils import fuse_conv_bn_weights
 
 from ..models.layers import DepthwiseConv2d
-from .onednn import fuse_for_onednn
+from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn, onednn_available
 from .precision import torch_dtype
 
 #: Convolutions whose forward is ``conv(x, weight, bias)``, so a folded bias is honoured.
@@ -80,23 +92,180 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-class Float32Head(nn.Module):
-    """Runs ``layer`` in float32 on a low-precision input, so logits keep float32 resolution.
+def _cast_floats(obj, dtype: torch.dtype):
+    """``obj`` with every floating-point tensor in it (tuples, lists, dicts) cast to ``dtype``."""
+    if torch.is_tensor(obj):
+        return obj.to(dtype) if obj.is_floating_point() and obj.dtype != dtype else obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_cast_floats(v, dtype) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _cast_floats(v, dtype) for k, v in obj.items()}
+    return obj
+
+
+class Float32Island(nn.Module):
+    """Runs ``layer`` in float32 inside a low-precision model.
+
+    Floating-point inputs are cast to float32, the layer's weights are float32, and the outputs
+    are cast to ``out_dtype`` (None: left in float32, for a consumer that is an island too or
+    the model's output).
+
+    Args:
+        layer: the module to run in float32 (cast here, in place).
+        out_dtype: dtype of the outputs handed to the rest of the model.
+    """
+
+    def __init__(self, layer: nn.Module, out_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.layer = layer.float()
+        self.out_dtype = out_dtype
+
+    def forward(self, *args, **kwargs):
+        y = self.layer(*_cast_floats(args, torch.float32), **_cast_floats(kwargs, torch.float32))
+        return y if self.out_dtype is None else _cast_floats(y, self.out_dtype)
+
+    def __getattr__(self, name: str):
+        # the wrapped layer's declarations (e.g. a decoder block's ``skip_channels``) stay
+        # visible to the code that calls it
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("layer"), name)
+
+    def extra_repr(self) -> str:
+        return f"float32 -> {self.out_dtype}"
+
+
+class Float32Head(Float32Island):
+    """The segmentation head in float32 on a low-precision input: logits keep float32 resolution.
 
     bf16 logits of magnitude ~8 are spaced 0.03 apart, which alone decides near-ties between
     organs; the segmentation head is a few hundred MFLOP per slice (~1% of R50-ViT-B_16).
     """
 
     def __init__(self, layer: nn.Module):
+        super().__init__(layer, out_dtype=None)
+
+
+class GreyStemConv(nn.Module):
+    """The encoder's first convolution, which sees a 1-channel slice repeated to C channels.
+
+    ``conv(x.expand(-1, C, -1, -1), W)`` equals ``conv(x, W.sum(dim=1, keepdim=True))`` up to
+    the order of the float additions, so a repeated input (a stride-0 channel dimension, as
+    ``TransUNet.forward``'s ``expand`` makes) costs one input channel instead of C. Any other
+    input goes through the full weight.
+
+    Args:
+        conv: a plain ``nn.Conv2d`` (weight standardisation already folded).
+    """
+
+    def __init__(self, conv: nn.Conv2d):
         super().__init__()
-        self.layer = layer.float()
+        self.conv = conv
+        self.register_buffer("grey_weight", conv.weight.detach().sum(dim=1, keepdim=True),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x.float())
+        c = self.conv
+        if x.ndim == 4 and x.shape[1] == c.in_channels > 1 and x.stride(1) == 0 and c.groups == 1:
+            return c._conv_forward(x[:, :1], self.grey_weight.to(x.dtype), c.bias)
+        return c(x)
+
+
+def find_stem(model: nn.Module) -> str | None:
+    """Name of the module that first sees the model input: the encoder's first ``Conv2d`` over
+    its input channels, or the ``nn.Sequential`` it opens (R50's ``root``: conv, GroupNorm,
+    ReLU). None when the model has no such convolution.
+
+    Registration order is forward order for every registered encoder (each builds its stem
+    first; tests/inference/test_optimize.py checks that the stem sees the model input).
+    """
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        return None
+    cin = getattr(encoder, "in_channels", None)
+    modules = dict(model.named_modules())
+    for name, m in encoder.named_modules(prefix="encoder"):
+        if isinstance(m, nn.Conv2d) and m.in_channels == cin:
+            parent_name, _, child = name.rpartition(".")
+            parent = modules[parent_name]
+            if (type(parent) is nn.Sequential or type(parent).forward is nn.Sequential.forward) \
+                    and next(iter(parent._modules)) == child:
+                return parent_name
+            return name
+    return None
+
+
+def _wrap(model: nn.Module, name: str, wrapper) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.ModuleList) or isinstance(parent, nn.Sequential):
+        parent._modules[child] = wrapper(parent._modules[child])
+    else:
+        setattr(parent, child, wrapper(getattr(parent, child)))
+
+
+def keep_in_float32(model: nn.Module, dtype: torch.dtype, stem: bool = True,
+                    modules=()) -> str | None:
+    """Wrap the parts of a low-precision model that decide near-ties into float32 islands.
+
+    Args:
+        model: the folded float32 model, before it is cast to ``dtype`` (an island made
+            after the cast would compute in float32 on weights already rounded to ``dtype``,
+            and weight rounding is most of the error: see :func:`cast_outside_islands`).
+        dtype: the low-precision dtype the rest of the model will run in.
+        stem: run the stem (:func:`find_stem`) in float32 on the float32 model input (its
+            first convolution summed over repeated grey channels, :class:`GreyStemConv`);
+            rounding the [0, 1] input to bf16 alone is +-0.4 HU of a 400 HU window.
+        modules: further module names to run in float32 (outputs cast back to ``dtype``).
+
+    Returns:
+        The stem's name, or None (then the model expects a ``dtype`` input).
+    """
+    stem_name = find_stem(model) if stem else None
+    if stem_name is not None:
+        def grey_stem(m):
+            if isinstance(m, nn.Conv2d):
+                return Float32Island(GreyStemConv(m), dtype)
+            first = next(iter(m._modules))
+            if isinstance(m._modules[first], nn.Conv2d):
+                m._modules[first] = GreyStemConv(m._modules[first])
+            return Float32Island(m, dtype)
+        _wrap(model, stem_name, grey_stem)
+    for name in modules:
+        _wrap(model, name, lambda m: Float32Island(m, dtype))
+    return stem_name
+
+
+def cast_outside_islands(model: nn.Module, dtype: torch.dtype, keep=None) -> nn.Module:
+    """Cast the floating-point parameters and buffers of ``model`` to ``dtype``, except those
+    inside a :class:`Float32Island` and those ``keep(module, name)`` selects (in place)."""
+    if isinstance(model, Float32Island):
+        return model
+    for name, t in list(model._parameters.items()) + list(model._buffers.items()):
+        if t is None or not t.is_floating_point() or t.dtype == dtype or (keep and keep(model, name)):
+            continue
+        if name in model._parameters:
+            model._parameters[name] = nn.Parameter(t.detach().to(dtype), t.requires_grad)
+        else:
+            model._buffers[name] = t.to(dtype)
+    for child in model.children():
+        cast_outside_islands(child, dtype, keep)
+    return model
+
+
+def _float32_bias(module: nn.Module, name: str) -> bool:
+    """Biases that oneDNN adds in float32 to the float32 accumulator of a bf16 layer."""
+    return name == "bias" and type(module) in (nn.Conv2d, nn.Linear)
+
+
+def _fused_layer(module: nn.Module, name: str) -> bool:
+    return isinstance(module, (OneDNNConv2d, OneDNNLinear))
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, precision: str,
-                          copy_model: bool = False, fuse: bool = True) -> nn.Module:
+                          copy_model: bool = False, fuse: bool = True, float32_stem: bool = True,
+                          float32_modules=()) -> nn.Module:
     """An eval-mode, folded, channels_last model on ``device`` in the resolved ``precision``.
 
     Args:
@@ -106,21 +275,37 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         copy_model: work on a deep copy and leave ``model`` untouched.
         fuse: for bf16 on CPU, swap layers for pre-packed fused oneDNN ones
             (:mod:`transunet_app.inference.onednn`).
+        float32_stem: for bf16/fp16, run the stem in float32 (see the module notes).
+        float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
+            ``"decoder.blocks.3"``; for measurements, see tools/check_bf16_agreement.py).
 
     Returns:
-        The prepared model (``requires_grad`` off everywhere).
+        The prepared model (``requires_grad`` off everywhere). Its ``input_dtype`` attribute
+        is the dtype its input should have: float32 when the stem runs in float32.
     """
     if copy_model:
         model = copy.deepcopy(model)
     model.eval()
     fold_weight_standardization(model)
     fold_batch_norm(model)
-    model.to(device=device, dtype=torch_dtype(precision))
-    if precision != "fp32" and isinstance(getattr(model, "segmentation_head", None), nn.Module):
-        model.segmentation_head = Float32Head(model.segmentation_head)
-    model.to(memory_format=torch.channels_last)
+    dtype = torch_dtype(precision)
+    model.to(device=device, dtype=torch.float32)
+    model.input_dtype = dtype
+    if precision != "fp32":
+        if isinstance(getattr(model, "segmentation_head", None), nn.Module):
+            model.segmentation_head = Float32Head(model.segmentation_head)
+        if keep_in_float32(model, dtype, stem=float32_stem, modules=float32_modules):
+            model.input_dtype = torch.float32
+    fuse = fuse and precision == "bf16" and device.type == "cpu" and onednn_available()
     for p in model.parameters():
         p.requires_grad_(False)
-    if fuse and precision == "bf16" and device.type == "cpu":
+    if precision != "fp32":
+        # Layers oneDNN takes over keep a float32 bias: a folded BatchNorm bias is the
+        # difference of large terms (``beta - mean * s``), and its bf16 rounding shifts a whole
+        # channel (most of bf16's logit error on a trained model).
+        cast_outside_islands(model, dtype, keep=_float32_bias if fuse else None)
+    model.to(memory_format=torch.channels_last)
+    if fuse:
         fuse_for_onednn(model)
+        cast_outside_islands(model, dtype, keep=_fused_layer)  # layers oneDNN did not take
     return model

@@ -157,6 +157,8 @@ class SlicePredictor:
         self.batch_size = max(1, int(batch_size))
         self.tta = bool(tta)
         self.model = prepare_for_inference(model, device, precision, copy_model=copy_model)
+        # float32 when the model's stem runs in float32 (bf16 would round the [0, 1] input)
+        self.input_dtype = getattr(self.model, "input_dtype", self.dtype)
         self.num_classes = int(self.model.num_classes)
         self.lr_swap = (lateral_swap(class_names) if class_names is not None
                         else list(range(self.num_classes)))
@@ -167,10 +169,11 @@ class SlicePredictor:
         """(B, H, W) HU (any real dtype) -> (B, 1, h, w) model input on the device."""
         lo, hi = self.hu_window
         x = torch.from_numpy(np.ascontiguousarray(slab)).to(self.device, torch.float32)
-        x = x.clamp_(lo, hi).sub_(lo).mul_(1.0 / (hi - lo)).unsqueeze(1)
+        # out of place first: a float32 slab on the CPU shares memory with the caller's volume
+        x = x.clamp(lo, hi).sub_(lo).mul_(1.0 / (hi - lo)).unsqueeze(1)
         if tuple(x.shape[-2:]) != self.img_size:
             x = F.interpolate(x, size=self.img_size, mode="bilinear", align_corners=ALIGN_CORNERS)
-        return x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return x.to(self.input_dtype).contiguous(memory_format=torch.channels_last)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).float()
