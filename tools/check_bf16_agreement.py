@@ -17,14 +17,17 @@ Steps (all reproducible, nothing downloaded):
    noise), compared with fp32 on the original. Voxels whose fp32 label flips under that are
    near-ties of the model, not precision errors.
 4. Say where a disagreement comes from: the logits of the fp32 and bf16 inference models on
-   the same slices (relative error, the fp32 top-1 margin at the voxels that flip), and the
-   same for bf16 *autocast* (fp32 weights, bf16 matmuls), which separates the cost of keeping
-   the weights and the activations between layers in bf16 from that of bf16 matmuls.
+   the same slices (relative error, the fp32 top-1 margin at the voxels that flip), the same
+   for bf16 *autocast* (fp32 weights, bf16 matmuls), for ablations of the float32 parts of the
+   bf16 model (stem in bf16 too; decoder blocks in float32 too), and the fp32 model with one
+   stage at a time in bf16.
+5. ``--speed``: what the float32 parts cost on R50-ViT-B_16 (CPU time, interleaved rounds).
 
 Usage::
 
     python tools/check_bf16_agreement.py --workdir /tmp/bf16check      # ~5 CPU min to train
     python tools/check_bf16_agreement.py --workdir /tmp/bf16check --json out.json
+    python tools/check_bf16_agreement.py --speed --rounds 6   # cost of the float32 parts
 
 The trained model is scored on the slices it was fitted to: this is an agreement check of two
 inference precisions, not an accuracy claim.
@@ -155,7 +158,9 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
     """Where bf16 departs from fp32: logits on the model grid of the same canonical slices.
 
     Compares the fp32 inference model with (a) the bf16 inference model ``segment`` runs (bf16
-    weights and activations) and (b) the fp32 model under bf16 autocast. Reports the relative
+    weights and activations, float32 stem, biases and head), (b) the fp32 model under bf16
+    autocast, (c) ablations of (a): the stem in bf16 too; the last decoder block or the whole
+    decoder in float32 as well. Reports the relative
     L2 error of the logits, the share of model-grid pixels whose argmax changes, and the fp32
     top-1 margin (logit of the best minus the second class) at those pixels next to its median
     over all pixels.
@@ -165,6 +170,7 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
     from transunet_app.checkpoint import load_checkpoint, model_from_checkpoint
     from transunet_app.data import geometry
     from transunet_app.data.io import read_image
+    from transunet_app.inference.optimize import prepare_for_inference
     from transunet_app.inference.predictor import SlicePredictor
 
     ck = load_checkpoint(ckpt)
@@ -175,25 +181,38 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
     p16 = SlicePredictor(model, prep, dev, "bf16", batch_size=batch_size, copy_model=True)
     image = read_image(ct)
     canon = geometry.apply_reorientation(image.array, geometry.plan_reorientation(image.affine, image.shape))
+    # what the float32 parts of the bf16 model buy: the stem in bf16 as well, and (too slow
+    # for R50-ViT-B_16, see --speed) decoder blocks in float32 on top of segment's model
+    ablations = {
+        "bf16 with the stem in bf16 too": dict(float32_stem=False),
+        "bf16 + last decoder block in float32": dict(float32_modules=["decoder.blocks.3"]),
+        "bf16 + whole decoder in float32": dict(float32_modules=["decoder"]),
+    }
+    nets = {name: prepare_for_inference(model, dev, "bf16", copy_model=True, **kw)
+            for name, kw in ablations.items()}
 
-    def logits(pred, slab, autocast=False):
-        x = p32.normalise(slab)
-        x = x.to(pred.dtype).contiguous(memory_format=torch.channels_last)
+    def logits(net, slab, autocast=False):
+        x = p32.normalise(slab).to(getattr(net, "input_dtype", torch.float32))
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if autocast:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    return pred.model(x).float()
-            return pred.model(x).float()
+                    return net(x).float()
+            return net(x).float()
 
     ref, full, auto = [], [], []
+    abl = {name: [] for name in nets}
     for d0 in range(0, canon.shape[0], batch_size):
         slab = canon[d0:d0 + batch_size]
-        ref.append(logits(p32, slab))
-        full.append(logits(p16, slab))
-        auto.append(logits(p32, slab, autocast=True))
+        ref.append(logits(p32.model, slab))
+        full.append(logits(p16.model, slab))
+        auto.append(logits(p32.model, slab, autocast=True))
+        for name, net in nets.items():
+            abl[name].append(logits(net, slab))
     stages = stage_sensitivity(p32.model, p32.normalise(canon))
     ref_t, variants = torch.cat(ref), {"bf16 weights + activations (segment)": torch.cat(full),
                                        "bf16 autocast (fp32 weights)": torch.cat(auto)}
+    variants.update({name: torch.cat(v) for name, v in abl.items()})
     top2 = ref_t.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
     lab_ref = ref_t.argmax(dim=1)
@@ -270,6 +289,77 @@ def stage_sensitivity(fp32_model, x, stages=None) -> dict:
         out[stage] = {"logits_rel_l2_error": float((y - ref).norm() / ref.norm()),
                       "argmax_flips": int((y.argmax(dim=1) != lab).sum())}
     return out
+
+
+def float32_parts_cost(model_name: str = "R50-ViT-B_16", batch: int = 8, size: int = 224,
+                       rounds: int = 5, threads: int = 1) -> dict:
+    """CPU seconds of one bf16 inference forward with and without the float32 parts.
+
+    Variants (random weights; only the time matters):
+
+    * "all bf16 (previous)": the stem in bf16 on a bf16 input, oneDNN biases in bf16;
+    * "segment": the model ``segment`` runs (float32 stem on the float32 input, float32 biases);
+    * "segment + last decoder block in float32": the next candidate, for comparison.
+
+    Rounds are interleaved (the order alternates), each forward timed with
+    ``time.process_time()`` so other jobs on a shared machine do not count; the machine's bf16
+    peak still swings, hence ratios per round and their median.
+    """
+    import statistics
+
+    import torch
+
+    from transunet_app.inference.onednn import OneDNNConv2d, OneDNNLinear
+    from transunet_app.inference.optimize import prepare_for_inference
+    from transunet_app.models import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(model_name, 9, img_size=size).eval()
+    cpu = torch.device("cpu")
+    previous = prepare_for_inference(model, cpu, "bf16", copy_model=True, float32_stem=False)
+    for m in previous.modules():
+        if isinstance(m, (OneDNNConv2d, OneDNNLinear)) and m.bias is not None:
+            m.bias = m.bias.bfloat16()
+    nets = {"all bf16 (previous)": previous,
+            "segment": prepare_for_inference(model, cpu, "bf16", copy_model=True),
+            "segment + last decoder block in float32": prepare_for_inference(
+                model, cpu, "bf16", copy_model=True, float32_modules=["decoder.blocks.3"])}
+    del model
+    x = torch.rand(batch, 1, size, size)
+    inputs = {name: x.to(net.input_dtype).contiguous(memory_format=torch.channels_last)
+              for name, net in nets.items()}
+    seconds = {name: [] for name in nets}
+    names = list(nets)
+    with torch.inference_mode():
+        for name in names:
+            nets[name](inputs[name])  # warm-up: oneDNN primitives
+        for r in range(rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                t0 = time.process_time()
+                nets[name](inputs[name])
+                seconds[name].append(time.process_time() - t0)
+            log("round %d: %s" % (r, ", ".join(f"{n} {seconds[n][-1]:.2f} s" for n in names)))
+    base = seconds[names[0]]
+    return {"model": model_name, "batch": batch, "size": size, "threads": threads, "rounds": rounds,
+            "seconds": seconds,
+            "median_ratio_to_previous": {n: statistics.median(b / a for a, b in zip(base, seconds[n]))
+                                         for n in names},
+            "sum_ratio_to_previous": {n: sum(seconds[n]) / sum(base) for n in names}}
+
+
+def print_speed(r: dict) -> None:
+    import statistics
+
+    print(f"\nbf16 inference forward, {r['model']}, batch {r['batch']}, {r['size']}x{r['size']}, "
+          f"{r['threads']} thread(s), {r['rounds']} interleaved rounds (CPU seconds):\n")
+    print("| variant | median s/batch | cost vs previous (median of per-round ratios) | ratio of sums |")
+    print("|---|---:|---:|---:|")
+    for name, secs in r["seconds"].items():
+        med = r["median_ratio_to_previous"][name]
+        print(f"| {name} | {statistics.median(secs):.3f} | {100 * (med - 1):+.1f}% | "
+              f"{r['sum_ratio_to_previous'][name]:.3f} |")
+    print()
 
 
 def check(work: Path, shared: Path = SHARED, iterations: int | None = None, threads: int = 1) -> dict:
@@ -358,7 +448,17 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, help="training iterations (default: the config's 600)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--json", help="also write the results as JSON")
+    ap.add_argument("--speed", action="store_true",
+                    help="only measure the CPU-time cost of the float32 parts on R50-ViT-B_16 "
+                         "(batch 8, 224x224, --threads; no training)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds for --speed")
     args = ap.parse_args(argv)
+    if args.speed:
+        r = float32_parts_cost(rounds=args.rounds, threads=args.threads)
+        print_speed(r)
+        if args.json:
+            Path(args.json).write_text(json.dumps(r, indent=2))
+        return 0
     shared = Path(args.data)
     if not (shared / CT_NAME).exists():
         print(f"real CT sample not found: {shared / CT_NAME}", file=sys.stderr)

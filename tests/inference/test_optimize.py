@@ -28,7 +28,7 @@ def _small_vit():
 
 #: One model per encoder family, and the stem each one's input meets first.
 FAMILIES = {
-    "tiny": (lambda: build_model("tiny", 9, img_size=SIZE), "encoder.hybrid.root"),
+    "tiny": (lambda: build_model("tiny", 9, img_size=SIZE), "encoder.hybrid.root.conv"),
     "ViT": (_small_vit, "encoder.patch_embed"),
     "CvT-13": (lambda: build_model("CvT-13", 9, img_size=SIZE), None),
     "CeiT-T": (lambda: build_model("CeiT-T", 9, img_size=SIZE), None),

@@ -13,10 +13,11 @@
 * bf16 keeps float32 where rounding decides near-ties between organs and float32 costs
   little (measured with ``tools/check_bf16_agreement.py`` on a trained model):
 
-  - the stem (:func:`find_stem`: R50's root conv + GroupNorm + ReLU, a ViT's patch embedding,
-    ...) runs in float32 on the float32 model input, its convolution summed over the repeated
-    grey channels (:class:`GreyStemConv`: a third of the work): rounding the [0, 1] input to
-    bf16 alone is +-0.4 HU of a 400 HU window;
+  - the stem convolution (:func:`find_stem`: R50's root conv, a ViT's patch embedding, ...)
+    runs in float32 on the float32 model input, summed over the repeated grey channels
+    (:class:`GreyStemConv`: a third of the work): rounding the [0, 1] input to bf16 alone is
+    +-0.4 HU of a 400 HU window. (Its GroupNorm in float32 as well bought nothing measurable
+    and cost more than the convolution: the (B, 64, 112, 112) map read and written in float32.)
   - layers oneDNN takes over keep a float32 bias, added to the float32 accumulator inside the
     kernel: a folded BatchNorm bias is the difference of large terms, and its rounding shifted
     whole channels (half of the logit error);
@@ -173,9 +174,8 @@ class GreyStemConv(nn.Module):
 
 
 def find_stem(model: nn.Module) -> str | None:
-    """Name of the module that first sees the model input: the encoder's first ``Conv2d`` over
-    its input channels, or the ``nn.Sequential`` it opens (R50's ``root``: conv, GroupNorm,
-    ReLU). None when the model has no such convolution.
+    """Name of the convolution that first sees the model input: the encoder's first ``Conv2d``
+    over its input channels (R50's ``root.conv``, a ViT's ``patch_embed``, ...), or None.
 
     Registration order is forward order for every registered encoder (each builds its stem
     first; tests/inference/test_optimize.py checks that the stem sees the model input).
@@ -184,14 +184,8 @@ def find_stem(model: nn.Module) -> str | None:
     if not isinstance(encoder, nn.Module):
         return None
     cin = getattr(encoder, "in_channels", None)
-    modules = dict(model.named_modules())
     for name, m in encoder.named_modules(prefix="encoder"):
         if isinstance(m, nn.Conv2d) and m.in_channels == cin:
-            parent_name, _, child = name.rpartition(".")
-            parent = modules[parent_name]
-            if (type(parent) is nn.Sequential or type(parent).forward is nn.Sequential.forward) \
-                    and next(iter(parent._modules)) == child:
-                return parent_name
             return name
     return None
 
@@ -212,11 +206,11 @@ def keep_in_float32(model: nn.Module, dtype: torch.dtype, stem: bool = True,
     Args:
         model: the folded float32 model, before it is cast to ``dtype`` (an island made
             after the cast would compute in float32 on weights already rounded to ``dtype``,
-            and weight rounding is most of the error: see :func:`cast_outside_islands`).
+            and rounding weights and biases is most of the error).
         dtype: the low-precision dtype the rest of the model will run in.
-        stem: run the stem (:func:`find_stem`) in float32 on the float32 model input (its
-            first convolution summed over repeated grey channels, :class:`GreyStemConv`);
-            rounding the [0, 1] input to bf16 alone is +-0.4 HU of a 400 HU window.
+        stem: run the stem convolution (:func:`find_stem`) in float32 on the float32 model
+            input, summed over repeated grey channels (:class:`GreyStemConv`); rounding the
+            [0, 1] input to bf16 alone is +-0.4 HU of a 400 HU window.
         modules: further module names to run in float32 (outputs cast back to ``dtype``).
 
     Returns:
@@ -224,14 +218,7 @@ def keep_in_float32(model: nn.Module, dtype: torch.dtype, stem: bool = True,
     """
     stem_name = find_stem(model) if stem else None
     if stem_name is not None:
-        def grey_stem(m):
-            if isinstance(m, nn.Conv2d):
-                return Float32Island(GreyStemConv(m), dtype)
-            first = next(iter(m._modules))
-            if isinstance(m._modules[first], nn.Conv2d):
-                m._modules[first] = GreyStemConv(m._modules[first])
-            return Float32Island(m, dtype)
-        _wrap(model, stem_name, grey_stem)
+        _wrap(model, stem_name, lambda conv: Float32Island(GreyStemConv(conv), dtype))
     for name in modules:
         _wrap(model, name, lambda m: Float32Island(m, dtype))
     return stem_name
