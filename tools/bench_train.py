@@ -6,7 +6,10 @@ iteration by iteration so that they share the machine's load equally:
 
 * ``reference``: the official ``trainer_synapse`` recipe: ``RandomGenerator`` (scipy rot90/flip or
   ``ndimage.rotate``, cubic ``zoom`` to 224) per sample, fp32 NCHW model, CE + the official
-  per-class Python-loop ``DiceLoss``, SGD with the official poly lr;
+  per-class Python-loop ``DiceLoss``, SGD with the official poly lr. The model is this
+  project's in fp32 NCHW with torch's ``nn.Dropout``, or with ``--official DIR`` the official
+  network itself from a local checkout of Beckschen/TransUNet (development only; nothing of it
+  is in this repository), all loops starting from the official network's seeded weights;
 * ``engine fp32``: this package's loader (tensor augmentation) and train step, without autocast;
 * ``engine bf16`` (the default on CPUs with AMX): the same with bf16 autocast and channels_last.
 
@@ -21,6 +24,7 @@ package's cheaper CPU dropout (``models.layers.dropout``), so their masks differ
 losses expected); the timed iterations that follow run the recipe as it is, dropout 0.1 on.
 
     python tools/bench_train.py                 # throughput + loss agreement (long on a CPU)
+    python tools/bench_train.py --official DIR  # reference trains the official network
     python tools/bench_train.py --iterations 2 --warmup 1
     python tools/bench_train.py --learning-check-only
 
@@ -209,7 +213,29 @@ class Loop:
         return batch
 
 
-def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, max_iterations: int):
+def official_init(repo: str, img_size: int) -> tuple[torch.nn.Module, dict]:
+    """The official ``VisionTransformer`` from a local checkout of Beckschen/TransUNet (seeded
+    init), and the same weights in this project's model (``load_pretrained`` of the official
+    state dict, as a user converts an official checkpoint): every loop starts from them."""
+    from transunet_app.models import build_model, load_pretrained
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from bench_segment import build_official
+
+    torch.manual_seed(1234)
+    official = build_official(repo, img=img_size, num_classes=9)
+    ours = build_model("R50-ViT-B_16", 9, img_size=img_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        pth = Path(tmp) / "official.pth"
+        torch.save(official.state_dict(), pth)
+        report = load_pretrained(ours, pth)
+    if report.missing:
+        raise RuntimeError(f"official weights left tensors of ours at init: {report.missing[:3]}")
+    return official, {k: v.clone() for k, v in ours.state_dict().items()}
+
+
+def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, max_iterations: int,
+                official: str | None = None):
     from transunet_app.config import config_from_dict
     from transunet_app.data.datasets import SynapseSlices
     from transunet_app.data.transforms import SliceAugment
@@ -218,10 +244,15 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
     from transunet_app.engine.schedule import build_optimizer, build_scheduler
     from transunet_app.models import build_model
 
-    torch.manual_seed(1234)
-    base = build_model("R50-ViT-B_16", 9, img_size=img_size)
-    init = {k: v.clone() for k, v in base.state_dict().items()}
-    del base
+    if official:
+        ref_model, init = official_init(official, img_size)
+    else:
+        torch.manual_seed(1234)
+        base = build_model("R50-ViT-B_16", 9, img_size=img_size)
+        init = {k: v.clone() for k, v in base.state_dict().items()}
+        del base
+        ref_model = torch_dropout(build_model("R50-ViT-B_16", 9, img_size=img_size))
+        ref_model.load_state_dict(init)
     cfg = config_from_dict({"model": {"name": "R50-ViT-B_16"}, "data": {"root": str(data_root)}})
     base_lr = cfg.optim.lr
 
@@ -231,8 +262,6 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
     ref_ds = SynapseDatasetOfficial(data_root / "train_npz", names, RandomGenerator([img_size, img_size]))
     ref_loader = torch.utils.data.DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=0,
                                              generator=torch.Generator().manual_seed(0))
-    ref_model = torch_dropout(build_model("R50-ViT-B_16", 9, img_size=img_size))
-    ref_model.load_state_dict(init)
     ref_model.train()
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=base_lr, momentum=0.9, weight_decay=1e-4)
     ce, dice = torch.nn.CrossEntropyLoss(), OfficialDiceLoss(9)
@@ -253,7 +282,8 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
         ref_opt.zero_grad(set_to_none=True)  # free the gradients between interleaved loops
         return float(loss.detach())
 
-    loops = [Loop("reference (official recipe, fp32, scipy loader)", ref_loader, ref_model, ref_step, None)]
+    ref_name = "reference (official recipe" + (" and network" if official else "") + ", fp32, scipy loader)"
+    loops = [Loop(ref_name, ref_loader, ref_model, ref_step, None)]
 
     slices = SynapseSlices(data_root, split="train")
     aug = SliceAugment(img_size)
@@ -293,7 +323,8 @@ def throughput(args) -> dict:
         root = Path(tmp)
         names = make_slices(root, n=max(args.batch * 3, 24))
         # The lr schedule spans a long run (as in training), so a few steps barely move it.
-        loops = build_loops(root, names, args.batch, args.img_size, max_iterations=13950)
+        loops = build_loops(root, names, args.batch, args.img_size, max_iterations=13950,
+                            official=args.official)
         agree = args.agree_iterations
         total = agree + args.warmup + args.iterations
         for i in range(total):
@@ -390,6 +421,9 @@ def main(argv=None) -> int:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iterations", type=int, default=3, help="timed iterations per loop")
+    p.add_argument("--official", metavar="DIR",
+                   help="a local checkout of the official TransUNet code: the reference then trains the "
+                        "official network (same initial weights), not this project's model in fp32 NCHW")
     p.add_argument("--agree-iterations", type=int, default=2,
                    help="first iterations, dropout off, whose losses are compared (not timed)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
