@@ -310,12 +310,13 @@ def float32_parts_cost(model_name: str = "R50-ViT-B_16", batch: int = 8, size: i
     import torch
 
     from transunet_app.inference.onednn import OneDNNConv2d, OneDNNLinear
-    from transunet_app.inference.optimize import prepare_for_inference
+    from transunet_app.inference.optimize import find_stem, prepare_for_inference
     from transunet_app.models import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model(model_name, 9, img_size=size).eval()
+    model_for_names = model
     cpu = torch.device("cpu")
     previous = prepare_for_inference(model, cpu, "bf16", copy_model=True, float32_stem=False)
     for m in previous.modules():
@@ -325,7 +326,6 @@ def float32_parts_cost(model_name: str = "R50-ViT-B_16", batch: int = 8, size: i
             "segment": prepare_for_inference(model, cpu, "bf16", copy_model=True),
             "segment + last decoder block in float32": prepare_for_inference(
                 model, cpu, "bf16", copy_model=True, float32_modules=["decoder.blocks.3"])}
-    del model
     x = torch.rand(batch, 1, size, size)
     inputs = {name: x.to(net.input_dtype).contiguous(memory_format=torch.channels_last)
               for name, net in nets.items()}
@@ -341,11 +341,48 @@ def float32_parts_cost(model_name: str = "R50-ViT-B_16", batch: int = 8, size: i
                 seconds[name].append(time.process_time() - t0)
             log("round %d: %s" % (r, ", ".join(f"{n} {seconds[n][-1]:.2f} s" for n in names)))
     base = seconds[names[0]]
+    # The whole-model times swing by +-20% between rounds on a shared machine (the bf16 peak
+    # moves), more than the parts cost: time the parts that differ on their own as well.
+    stem = find_stem(model_for_names)
+    parts = {"stem convolution": (stem, names[0], names[1]),
+             "last decoder block": ("decoder.blocks.3", names[1], names[2])}
+    part_ms = {}
+    with torch.inference_mode():
+        for label, (part, a, b) in parts.items():
+            runs = {}
+            for name in (a, b):
+                args = _inputs_of(nets[name], part, inputs[name])
+                runs[name] = (nets[name].get_submodule(part), args)
+            times = {a: [], b: []}
+            for r in range(4 * rounds):
+                for name in ((a, b) if r % 2 == 0 else (b, a)):
+                    mod, args = runs[name]
+                    t0 = time.process_time()
+                    mod(*args)
+                    times[name].append(time.process_time() - t0)
+            part_ms[label] = {"module": part, "without": a, "with": b,
+                              "ms_without": 1e3 * statistics.median(times[a]),
+                              "ms_with": 1e3 * statistics.median(times[b])}
+    whole = statistics.median(base)
+    for v in part_ms.values():
+        v["cost_of_whole_forward"] = (v["ms_with"] - v["ms_without"]) / 1e3 / whole
     return {"model": model_name, "batch": batch, "size": size, "threads": threads, "rounds": rounds,
             "seconds": seconds,
             "median_ratio_to_previous": {n: statistics.median(b / a for a, b in zip(base, seconds[n]))
                                          for n in names},
-            "sum_ratio_to_previous": {n: sum(seconds[n]) / sum(base) for n in names}}
+            "sum_ratio_to_previous": {n: sum(seconds[n]) / sum(base) for n in names},
+            "parts": part_ms}
+
+
+def _inputs_of(net, part: str, x):
+    """The positional inputs ``net.get_submodule(part)`` receives when ``net(x)`` runs."""
+    seen = []
+    handle = net.get_submodule(part).register_forward_pre_hook(lambda mod, args: seen.append(args))
+    try:
+        net(x)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def print_speed(r: dict) -> None:
@@ -359,6 +396,12 @@ def print_speed(r: dict) -> None:
         med = r["median_ratio_to_previous"][name]
         print(f"| {name} | {statistics.median(secs):.3f} | {100 * (med - 1):+.1f}% | "
               f"{r['sum_ratio_to_previous'][name]:.3f} |")
+    print("\nThe parts that differ, timed on their own (medians of interleaved calls):\n")
+    print("| part | without (ms) | with (ms) | cost per forward |")
+    print("|---|---:|---:|---:|")
+    for label, v in r["parts"].items():
+        print(f"| {label} (`{v['module']}`): {v['without']} -> {v['with']} | {v['ms_without']:.1f} | "
+              f"{v['ms_with']:.1f} | {100 * v['cost_of_whole_forward']:+.2f}% |")
     print()
 
 
