@@ -79,8 +79,15 @@ def save_checkpoint(path, checkpoint: dict) -> None:
         raise
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path, mmap: bool = False) -> dict:
     """Read and validate one of our checkpoints (safe: ``weights_only=True``).
+
+    Args:
+        path: the ``.pt`` file.
+        mmap: map the tensors from the file instead of reading them into memory (pages are
+            read when used and can be dropped by the OS). The file must then not be rewritten
+            in place while the tensors live (``save_checkpoint`` replaces files by renaming,
+            which is safe).
 
     Raises:
         CheckpointError: missing/corrupt file, pickled code, or not our format.
@@ -88,7 +95,9 @@ def load_checkpoint(path) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
-    ckpt = torch_load_safe(path)
+    ckpt = _load_mapped(path) if mmap else None
+    if ckpt is None:
+        ckpt = torch_load_safe(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != OWN_FORMAT:
         raise CheckpointError(f"{path}: not a transunet_app checkpoint (an official TransUNet "
                               f"or ImageNet weight file is loaded with load_pretrained, or "
@@ -102,20 +111,47 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
+def _load_mapped(path: str) -> Any:
+    """``torch.load(..., weights_only=True, mmap=True)``, or None where that fails (a legacy
+    non-zip file, a file the safe loader must refuse or report as corrupt): the caller then
+    goes through :func:`torch_load_safe`, which reads legacy files and words every refusal."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - reported by torch_load_safe
+        return None
+
+
 def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> Any:
-    """Rebuild the model recorded in ``ckpt`` and load its weights (strict)."""
+    """Rebuild the model recorded in ``ckpt`` and load its weights (strict).
+
+    The model is built on the ``meta`` device (no memory, no random initialisation) and takes
+    the checkpoint's tensors as its parameters (``load_state_dict(assign=True)``): start-up
+    holds the weights once instead of twice. The model shares those tensors with
+    ``ckpt["state_dict"]``.
+    """
     from .models import build_model
 
     spec = ckpt["model"]
     try:
-        model = build_model(spec["name"], spec["num_classes"], img_size=spec["img_size"],
-                            **spec.get("overrides", {}))
+        with torch.device("meta"):
+            model = build_model(spec["name"], spec["num_classes"], img_size=spec["img_size"],
+                                **spec.get("overrides", {}))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild model {spec.get('name')!r}: {exc}") from None
+    state = ckpt["state_dict"]
+    # assign=True keeps the stored dtype; a checkpoint saved in another float type is cast
+    expected = {k: v.dtype for k, v in model.state_dict().items()}
+    state = {k: (v.to(expected[k]) if torch.is_tensor(v) and k in expected and v.dtype != expected[k]
+                 else v) for k, v in state.items()}
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not fit {spec['name']}: "
                               f"{' '.join(first[1:2]).strip() or first[0]}") from None
+    if any(t.is_meta for t in list(model.parameters()) + list(model.buffers())):
+        # a tensor the state dict does not hold (a non-persistent buffer): build for real
+        model = build_model(spec["name"], spec["num_classes"], img_size=spec["img_size"],
+                            **spec.get("overrides", {}))
+        model.load_state_dict(state, strict=True)
     return model

@@ -1,0 +1,105 @@
+"""Light checkpoint loading for ``segment``: memory-mapped tensors, a model built on ``meta``.
+
+The safety of loading is unchanged: pickled code is refused, a corrupt file is one line.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from transunet_app.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from transunet_app.errors import CheckpointError
+from transunet_app.models import build_model
+
+from .conftest import tiny_checkpoint_dict
+
+
+@pytest.fixture(scope="module")
+def ckpt_dict():
+    return tiny_checkpoint_dict()
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_pickled_code_is_refused_and_not_run(tmp_path, ckpt_dict, mmap):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    p = tmp_path / "pickled.pt"
+    torch.save({"format": ckpt_dict["format"], "payload": Evil()}, p)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(p, mmap=mmap)
+    msg = str(err.value)
+    assert str(p) in msg and "refusing to load" in msg and "\n" not in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_corrupt_and_truncated_files_are_one_line_errors(tmp_path, ckpt_dict, mmap):
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, ckpt_dict)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02garbage" * 10)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for p in (corrupt, truncated):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(p, mmap=mmap)
+        msg = str(err.value)
+        assert str(p) in msg and "\n" not in msg
+        assert "not a readable PyTorch checkpoint" in msg or "refusing to load" in msg, msg
+        with pytest.raises(CheckpointError) as other:
+            load_checkpoint(p, mmap=not mmap)
+        assert str(other.value) == msg  # the same words with and without mapping
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt", mmap=mmap)
+
+
+def test_mapped_and_read_checkpoints_hold_the_same_tensors(tmp_path, ckpt_dict):
+    p = tmp_path / "c.pt"
+    save_checkpoint(p, ckpt_dict)
+    read, mapped = load_checkpoint(p), load_checkpoint(p, mmap=True)
+    assert read.keys() == mapped.keys() and read["classes"] == mapped["classes"]
+    for k, v in read["state_dict"].items():
+        assert torch.equal(v, mapped["state_dict"][k]), k
+    # a legacy (non-zip) file cannot be mapped: it is read instead
+    legacy = tmp_path / "legacy.pt"
+    torch.save(ckpt_dict, legacy, _use_new_zipfile_serialization=False)
+    old = load_checkpoint(legacy, mmap=True)
+    assert all(torch.equal(v, old["state_dict"][k]) for k, v in read["state_dict"].items())
+
+
+def test_model_takes_the_checkpoint_tensors_without_a_second_copy(ckpt_dict):
+    model = model_from_checkpoint(ckpt_dict)
+    state = ckpt_dict["state_dict"]
+    params = dict(model.named_parameters())
+    assert params and all(p.data_ptr() == state[k].data_ptr() for k, p in params.items())
+    assert not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    assert all(p.requires_grad for p in model.parameters())
+    # the same model as a conventional build + copy
+    ref = build_model(ckpt_dict["model"]["name"], ckpt_dict["model"]["num_classes"],
+                      img_size=ckpt_dict["model"]["img_size"])
+    ref.load_state_dict(state)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), ref.eval()(x), rtol=0, atol=0)
+
+
+def test_a_checkpoint_saved_in_half_precision_gives_a_float32_model(ckpt_dict):
+    half = dict(ckpt_dict)
+    half["state_dict"] = {k: (v.half() if v.is_floating_point() else v)
+                          for k, v in ckpt_dict["state_dict"].items()}
+    model = model_from_checkpoint(half)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_weights_that_do_not_fit_are_a_checkpoint_error(ckpt_dict):
+    bad = dict(ckpt_dict)
+    bad["state_dict"] = {k: v for k, v in ckpt_dict["state_dict"].items()
+                         if "segmentation_head" not in k}
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        model_from_checkpoint(bad, "bad.pt")
