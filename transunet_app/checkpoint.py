@@ -85,9 +85,13 @@ def load_checkpoint(path, mmap: bool = False) -> dict:
     Args:
         path: the ``.pt`` file.
         mmap: map the tensors from the file instead of reading them into memory (pages are
-            read when used and can be dropped by the OS). The file must then not be rewritten
-            in place while the tensors live (``save_checkpoint`` replaces files by renaming,
-            which is safe).
+            read when used; one mapping for the whole file, alive while any of its tensors
+            is). The file must then not be rewritten in place while the tensors live
+            (``save_checkpoint`` replaces files by renaming, which is safe). Measured for
+            ``segment`` with R50-ViT-B_16 on a 3-slice CT: the start-up peak drops from 796 to
+            470 MB, but the run's peak does not (990 vs 918 MB fp32, 1038 vs 955 MB bf16): the
+            weights are all touched by the first forward, and the float32 parts of a bf16
+            model keep the mapping alive. ``segment`` therefore reads.
 
     Raises:
         CheckpointError: missing/corrupt file, pickled code, or not our format.
