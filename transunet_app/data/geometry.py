@@ -165,7 +165,10 @@ def from_canonical(canonical: np.ndarray, reo: Reorientation) -> np.ndarray:
     if tuple(canonical.shape[:3]) != tuple(reo.canonical_shape):
         raise ValueError(f"array shape {canonical.shape[:3]} does not match the canonical grid {reo.canonical_shape}")
     inverse = ornt_transform(axcodes2ornt(tuple(CANONICAL_ORIENTATION)), io_orientation(reo.original_affine))
-    return np.ascontiguousarray(apply_orientation(canonical, inverse))
+    # A copy in the view's own memory order (positive strides): for the usual axial scan that
+    # is Fortran order, which is also NIfTI's on-disk order, so neither this copy nor the write
+    # transposes (a C-order copy here took 0.39 s and doubled nibabel's write for 512x512x150).
+    return np.array(apply_orientation(canonical, inverse), order="K", copy=True)
 
 
 def same_grid(affine_a: np.ndarray, shape_a: tuple, affine_b: np.ndarray, shape_b: tuple,
