@@ -79,19 +79,13 @@ def save_checkpoint(path, checkpoint: dict) -> None:
         raise
 
 
-def load_checkpoint(path, mmap: bool = False) -> dict:
+def load_checkpoint(path) -> dict:
     """Read and validate one of our checkpoints (safe: ``weights_only=True``).
 
-    Args:
-        path: the ``.pt`` file.
-        mmap: map the tensors from the file instead of reading them into memory (pages are
-            read when used; one mapping for the whole file, alive while any of its tensors
-            is). The file must then not be rewritten in place while the tensors live
-            (``save_checkpoint`` replaces files by renaming, which is safe). Measured for
-            ``segment`` with R50-ViT-B_16 on a 3-slice CT: the start-up peak drops from 796 to
-            470 MB, but the run's peak does not (990 vs 918 MB fp32, 1038 vs 955 MB bf16): the
-            weights are all touched by the first forward, and the float32 parts of a bf16
-            model keep the mapping alive. ``segment`` therefore reads.
+    Tensors are read, not memory-mapped: ``torch.load(mmap=True)`` lowered ``segment``'s
+    start-up peak (796 -> 470 MB, R50-ViT-B_16) but not the run's (the first forward touches
+    every weight, and the float32 parts of a bf16 model keep the whole mapping alive), and a
+    mapped file rewritten in place would crash the run.
 
     Raises:
         CheckpointError: missing/corrupt file, pickled code, or not our format.
@@ -99,9 +93,7 @@ def load_checkpoint(path, mmap: bool = False) -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
-    ckpt = _load_mapped(path) if mmap else None
-    if ckpt is None:
-        ckpt = torch_load_safe(path)
+    ckpt = torch_load_safe(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != OWN_FORMAT:
         raise CheckpointError(f"{path}: not a transunet_app checkpoint (an official TransUNet "
                               f"or ImageNet weight file is loaded with load_pretrained, or "
@@ -113,16 +105,6 @@ def load_checkpoint(path, mmap: bool = False) -> dict:
         raise CheckpointError(f"{path}: {len(ckpt['classes'])} class names but the model has "
                               f"{ckpt['model']['num_classes']} classes")
     return ckpt
-
-
-def _load_mapped(path: str) -> Any:
-    """``torch.load(..., weights_only=True, mmap=True)``, or None where that fails (a legacy
-    non-zip file, a file the safe loader must refuse or report as corrupt): the caller then
-    goes through :func:`torch_load_safe`, which reads legacy files and words every refusal."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - reported by torch_load_safe
-        return None
 
 
 def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> Any:

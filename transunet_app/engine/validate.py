@@ -43,18 +43,15 @@ def predict_volume(model: torch.nn.Module, image: torch.Tensor, img_size: int, b
 
 
 def _predict_batch(model, slab, img_size, out_size, device, interpolation, channels_last):
-    """Labels (B, H, W) int64 on the CPU of slices (B, H, W) in [0, 1]."""
-    with torch.autocast(device.type, enabled=False):
-        x = slab.unsqueeze(1).to(device, torch.float32)
-        x = resize_batch(x, img_size, interpolation)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-    logits = model(x)
-    with torch.autocast(device.type, enabled=False):
-        logits = logits.float()
-        if tuple(logits.shape[-2:]) != out_size:
-            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=True)
-        return logits.argmax(1).cpu()
+    """Labels (B, H, W) int64 on the CPU of slices (B, H, W) in [0, 1] (resizing in float32:
+    autocast leaves interpolation of float32 tensors in float32)."""
+    x = resize_batch(slab.unsqueeze(1).to(device, torch.float32), img_size, interpolation)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    logits = model(x).float()
+    if tuple(logits.shape[-2:]) != out_size:
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=True)
+    return logits.argmax(1).cpu()
 
 
 def organ_dice(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, classes: list[str]) -> dict[str, float]:

@@ -74,8 +74,8 @@ class OneDNNConv2d(nn.Module):
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The packed weight is laid out for NHWC: an NCHW input (e.g. tokens viewed as a map)
-        # would make oneDNN reorder on every call (measured 187 ms instead of ~10 ms for a
+        # The weight is channels-last: an NCHW input (e.g. tokens viewed as a map) would make
+        # oneDNN reorder on every call (measured 187 ms instead of ~10 ms for a
         # 1x1 conv on (8, 3072, 14, 14)); one copy to channels-last is far cheaper.
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise(
