@@ -17,6 +17,7 @@ message names the file and the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UserError
+from .nifti_files import open_nifti, save_nifti
 
 #: File name endings read with nibabel.
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -113,23 +115,24 @@ def _read_nifti(path: Path) -> Image:
 
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
-    try:
-        img = nib.load(str(path), mmap=False)
-    except (nib.filebasedimages.ImageFileError, ValueError) as exc:
-        raise UserError(f"{path}: not a NIfTI image ({_short(exc)})") from None
-    except (OSError, EOFError) as exc:
-        raise UserError(f"{path}: unreadable or corrupt file ({_short(exc)})") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise UserError(f"{path}: not a NIfTI image (found {type(img).__name__})")
-    dims = tuple(int(d) for d in img.header["dim"][1: int(img.header["dim"][0]) + 1])
-    if 0 in dims:
-        raise UserError(f"{path}: zero-length axis in image shape {dims}")
-    try:
-        array = _scaled_data(img.dataobj)
-    except MemoryError:
-        raise UserError(f"{path}: too large to load into memory (shape {img.shape})") from None
-    except Exception as exc:  # EOFError, zlib.error, short reads: a damaged file, not a bug
-        raise UserError(f"{path}: truncated or corrupt data ({_short(exc)})") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            img = stack.enter_context(open_nifti(path))
+        except (nib.filebasedimages.ImageFileError, ValueError) as exc:
+            raise UserError(f"{path}: not a NIfTI image ({_short(exc)})") from None
+        except Exception as exc:  # OSError, EOFError, gzip/ISA-L errors: a damaged file
+            raise UserError(f"{path}: unreadable or corrupt file ({_short(exc)})") from None
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise UserError(f"{path}: not a NIfTI image (found {type(img).__name__})")
+        dims = tuple(int(d) for d in img.header["dim"][1: int(img.header["dim"][0]) + 1])
+        if 0 in dims:
+            raise UserError(f"{path}: zero-length axis in image shape {dims}")
+        try:
+            array = _scaled_data(img.dataobj)
+        except MemoryError:
+            raise UserError(f"{path}: too large to load into memory (shape {img.shape})") from None
+        except Exception as exc:  # EOFError, zlib.error, short reads: a damaged file, not a bug
+            raise UserError(f"{path}: truncated or corrupt data ({_short(exc)})") from None
     header = img.header
     meta = {"format": "nifti", "dtype": str(header.get_data_dtype())}
     array = _squeeze_to_3d(array, path)
@@ -404,4 +407,4 @@ def write_nifti(
     if description is not None:
         img.header["descrip"] = description.encode("ascii", "replace")[:79]
 
-    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite)
+    return atomic_write(path, lambda tmp: save_nifti(img, tmp), overwrite=overwrite)

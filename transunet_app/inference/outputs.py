@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import Image, atomic_write, write_nifti
+from ..data.nifti_files import save_nifti
 from ..errors import UserError
 
 
@@ -116,4 +117,4 @@ def write_probabilities(path: Path, probabilities: np.ndarray, image: Image, ove
     img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
     img.header["intent_code"] = 0
     img.header["descrip"] = b"transunet_app class probabilities (C last)"
-    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite)
+    return atomic_write(path, lambda tmp: save_nifti(img, tmp), overwrite=overwrite)
