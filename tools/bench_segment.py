@@ -57,6 +57,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -297,15 +298,25 @@ def pipeline_worker(conn, name: str, ckpt: str, src: str, dst: str, chunk: int, 
             from transunet_app.inference import Segmenter
 
             seg = Segmenter(ckpt, precision=name.split()[1], batch_size=batch)
-            # Time the model calls alone (the same forward, only wrapped by a clock).
+            # Time the model calls alone (the same forward, only wrapped by a clock): the wall
+            # time during which at least one stream is inside the model.
             forward = seg.predictor._forward
             model_s = [0.0]
+            inside = {"n": 0, "since": 0.0}
+            lock = threading.Lock()
 
             def timed_forward(x):
-                t0 = time.perf_counter()
-                out = forward(x)
-                model_s[0] += time.perf_counter() - t0
-                return out
+                with lock:
+                    if inside["n"] == 0:
+                        inside["since"] = time.perf_counter()
+                    inside["n"] += 1
+                try:
+                    return forward(x)
+                finally:
+                    with lock:
+                        inside["n"] -= 1
+                        if inside["n"] == 0:
+                            model_s[0] += time.perf_counter() - inside["since"]
 
             seg.predictor._forward = timed_forward
         baton.hand_over("loaded")
@@ -623,9 +634,9 @@ def main(argv=None) -> int:
     ap.add_argument("--slices", type=int, default=150)
     ap.add_argument("--memory-slices", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=8,
-                    help="slices per turn (segment hands over at the first batch boundary at or "
-                         "past it; default 8 = one batch)")
+    ap.add_argument("--chunk", type=int, default=16,
+                    help="slices per turn (segment hands over at the first wave boundary at or "
+                         "past it; default 16 = one wave of two streams of batch 8)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--official", metavar="DIR",
                     help="a local checkout of the official TransUNet code: the reference then runs "

@@ -78,3 +78,30 @@ def test_default_streams():
     assert default_streams(torch.device("cpu"), 2) == 2
     assert default_streams(torch.device("cpu"), 1) == 1
     assert default_streams(torch.device("cuda"), 8) == 1
+
+
+
+def test_segment_canonical_gives_the_same_results_on_one_or_two_streams():
+    import numpy as np
+
+    from .conftest import tiny_checkpoint_dict
+    from transunet_app.checkpoint import model_from_checkpoint
+    from transunet_app.inference.predictor import ConfidenceAccumulator, SlicePredictor
+
+    ckpt = tiny_checkpoint_dict()
+    volume = np.random.default_rng(0).normal(40, 120, (11, 40, 36)).astype(np.float32)
+    out, conf = {}, {}
+    for streams in (1, 2):
+        pred = SlicePredictor(model_from_checkpoint(ckpt), ckpt["preprocessing"],
+                              torch.device("cpu"), "fp32", batch_size=4, streams=streams)
+        acc = ConfidenceAccumulator(pred.num_classes)
+        done = []
+        out[streams] = pred.segment_canonical(volume, probabilities=True, confidence=acc,
+                                              progress=done.append)
+        assert done == ([4, 4, 3] if streams == 1 else [4, 4, 2, 1])
+        conf[streams] = acc
+    # same slices, same model; only the batches' composition and thread counts differ
+    np.testing.assert_array_equal(out[1][0], out[2][0])
+    assert np.abs(out[1][1].astype(int) - out[2][1]).max() <= 1
+    np.testing.assert_array_equal(conf[1].voxels, conf[2].voxels)
+    np.testing.assert_allclose(conf[1].prob_sum, conf[2].prob_sum, rtol=1e-6)

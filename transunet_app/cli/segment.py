@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "several processes or machines can split a folder")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch threads per process (default: all cores / jobs)")
+    parser.add_argument("--streams", type=int, metavar="S",
+                        help="batches computed side by side within a process, each on threads/S "
+                             "threads (default: 2 on a CPU with at least 2 threads, else 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
 
 
@@ -164,7 +167,8 @@ def _settings(args) -> dict:
 
 def _segmenter_kwargs(args) -> dict:
     return {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
-            "batch_size": args.batch_size, "tta": args.tta, "expected_classes": args.num_classes}
+            "batch_size": args.batch_size, "tta": args.tta, "expected_classes": args.num_classes,
+            "streams": args.streams}
 
 
 def run(args) -> int:

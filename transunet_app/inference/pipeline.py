@@ -60,6 +60,8 @@ class Segmenter:
         precision: "auto", "fp32", "bf16" or "fp16".
         batch_size: slices per forward pass.
         tta: flip test-time augmentation.
+        streams: batches computed side by side on CPU streams (None: 2 on a CPU with at least
+            2 threads, else 1; see :mod:`transunet_app.inference.streams`).
         expected_classes: fail unless the checkpoint predicts this many classes (background
             included).
 
@@ -69,7 +71,8 @@ class Segmenter:
     """
 
     def __init__(self, checkpoint, device: str = "cpu", precision: str = "auto",
-                 batch_size: int = 8, tta: bool = False, expected_classes: int | None = None):
+                 batch_size: int = 8, tta: bool = False, expected_classes: int | None = None,
+                 streams: int | None = None):
         from ..checkpoint import load_checkpoint, model_from_checkpoint
         from .predictor import SlicePredictor
 
@@ -78,6 +81,8 @@ class Segmenter:
         self.precision = resolve_precision(precision, self.device)
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: must be at least 1")
+        if streams is not None and streams < 1:
+            raise UserError(f"--streams {streams}: must be at least 1")
         ckpt = load_checkpoint(self.checkpoint_path)
         self.classes = [str(c) for c in ckpt["classes"]]
         if expected_classes is not None and len(self.classes) != int(expected_classes):
@@ -95,7 +100,7 @@ class Segmenter:
             raise CheckpointError(f"{self.checkpoint_path}: trained in orientation {orientation!r}; "
                                   f"only the canonical 'SPL' slice frame is supported")
         self.predictor = SlicePredictor(model, self.preprocessing, self.device, self.precision,
-                                        batch_size=batch_size, tta=tta,
+                                        batch_size=batch_size, tta=tta, streams=streams,
                                         source=str(self.checkpoint_path),
                                         class_names=self.classes)
         self._sha256: str | None = None
@@ -130,7 +135,15 @@ class Segmenter:
         return (f"model {self.model_config.get('name')} ({len(self.classes)} classes), "
                 f"img_size {p.get('img_size')}, HU window {p.get('hu_window')}, "
                 f"device {self.device}, precision {self.precision}, "
-                f"batch {self.predictor.batch_size}{', TTA' if self.predictor.tta else ''}")
+                f"batch {self.predictor.batch_size} x {self.streams} stream(s)"
+                f"{', TTA' if self.predictor.tta else ''}")
+
+    @property
+    def streams(self) -> int:
+        """Batches computed side by side (resolved now: the default depends on torch's threads)."""
+        from .streams import default_streams
+
+        return self.predictor.streams or default_streams(self.device)
 
     # ------------------------------------------------------------------ one input
 
@@ -233,8 +246,8 @@ class Segmenter:
             "series_uid": image.meta.get("series_uid"),
             "preprocessing": self.preprocessing,
             "settings": {"device": str(self.device), "precision": self.precision,
-                         "batch_size": self.predictor.batch_size, "tta": self.predictor.tta,
-                         "keep_largest": bool(keep_largest)},
+                         "batch_size": self.predictor.batch_size, "streams": self.streams,
+                         "tta": self.predictor.tta, "keep_largest": bool(keep_largest)},
             "input_check": seg.check.as_dict(),
             "reorientation": seg.reorientation.as_dict(),
             "seconds": round(seg.seconds, 3),

@@ -14,6 +14,7 @@ the average is resized back instead of the logits.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError
 from .optimize import prepare_for_inference
 from .precision import torch_dtype
+from .streams import default_streams, run_in_waves
 
 #: Resize geometry: pixel corners aligned, the grid scipy's ``zoom`` (used by the official
 #: TransUNet ``test_single_volume``) maps between, so a checkpoint sees slices as in training.
@@ -68,6 +70,7 @@ class ConfidenceAccumulator:
     agree_count: np.ndarray = field(init=False)
 
     def __post_init__(self):
+        self._lock = threading.Lock()
         k = self.num_classes
         self.prob_sum = np.zeros(k, np.float64)
         self.voxels = np.zeros(k, np.int64)
@@ -78,15 +81,21 @@ class ConfidenceAccumulator:
         """labels (B, H, W) int64; prob_of_label (B, H, W) float: probability of that label."""
         k = self.num_classes
         flat = labels.reshape(-1)
-        self.voxels += torch.bincount(flat, minlength=k).numpy()[:k]
-        self.prob_sum += torch.bincount(flat, weights=prob_of_label.reshape(-1).double(),
-                                        minlength=k).numpy()[:k]
+        voxels = torch.bincount(flat, minlength=k).numpy()[:k]
+        prob_sum = torch.bincount(flat, weights=prob_of_label.reshape(-1).double(),
+                                  minlength=k).numpy()[:k]
+        with self._lock:  # batches finish on several streams at once
+            self.voxels += voxels
+            self.prob_sum += prob_sum
 
     def add_agreement(self, mean_labels: torch.Tensor, all_agree: torch.Tensor) -> None:
         k = self.num_classes
         flat = mean_labels.reshape(-1)
-        self.agree_count += torch.bincount(flat, minlength=k).numpy()[:k]
-        self.agree_sum += torch.bincount(flat[all_agree.reshape(-1)], minlength=k).numpy()[:k]
+        count = torch.bincount(flat, minlength=k).numpy()[:k]
+        agree = torch.bincount(flat[all_agree.reshape(-1)], minlength=k).numpy()[:k]
+        with self._lock:
+            self.agree_count += count
+            self.agree_sum += agree
 
     def summary(self, class_names: Sequence[str], tta: bool) -> dict[str, dict]:
         """Per-class ``{"confidence", "confidence_source", "tta_agreement"}`` (None if absent)."""
@@ -129,6 +138,8 @@ class SlicePredictor:
         device: torch device.
         precision: resolved "fp32", "bf16" or "fp16".
         batch_size: slices per forward pass.
+        streams: batches computed side by side (:mod:`.streams`); None: 2 on a CPU with at
+            least 2 threads (each with half of torch's threads), else 1.
         tta: average the flip variants of :data:`TTA_FLIPS`.
         class_names: names by class id; lets TTA swap left/right organs after a mirror flip.
         source: checkpoint path for error messages.
@@ -139,7 +150,7 @@ class SlicePredictor:
 
     def __init__(self, model, preprocessing: dict, device: torch.device, precision: str,
                  batch_size: int = 8, tta: bool = False, source: str = "checkpoint",
-                 copy_model: bool = False, class_names=None):
+                 copy_model: bool = False, class_names=None, streams: int | None = None):
         norm = preprocessing.get("normalization", "window_to_unit")
         if norm not in NORMALIZATIONS:
             raise CheckpointError(f"{source}: preprocessing normalization {norm!r} is not "
@@ -155,6 +166,7 @@ class SlicePredictor:
         self.precision = precision
         self.dtype = torch_dtype(precision)
         self.batch_size = max(1, int(batch_size))
+        self.streams = None if streams is None else max(1, int(streams))
         self.tta = bool(tta)
         self.model = prepare_for_inference(model, device, precision, copy_model=copy_model)
         # float32 when the model's stem runs in float32 (bf16 would round the [0, 1] input)
@@ -252,9 +264,9 @@ class SlicePredictor:
                           progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Label every axial slice of a canonical (D, H, W) HU volume.
 
-        Memory stays bounded: only ``batch_size`` slices of float scores exist at a time;
-        results go straight into a uint8 label volume (and, if asked, a uint8 probability
-        volume (D, H, W, K)).
+        Memory stays bounded: only ``streams x batch_size`` slices of float scores exist at a
+        time; results go straight into a uint8 label volume (and, if asked, a uint8
+        probability volume (D, H, W, K)).
 
         Args:
             volume: (D, H, W) HU in the canonical frame.
@@ -265,17 +277,20 @@ class SlicePredictor:
         Returns:
             ``(labels, probabilities_or_None)``.
         """
-        d = volume.shape[0]
         labels = np.empty(volume.shape, dtype=np.uint8)
         probs = (np.empty(volume.shape + (self.num_classes,), dtype=np.uint8)
                  if probabilities else None)
-        with torch.inference_mode():
-            for d0 in range(0, d, self.batch_size):
-                d1 = min(d, d0 + self.batch_size)
-                res = self.predict(volume[d0:d1], confidence, probabilities)
-                labels[d0:d1] = res.labels
-                if probs is not None:
-                    probs[d0:d1] = res.probabilities
-                if progress is not None:
-                    progress(d1 - d0)
+
+        def batch(d0: int, d1: int) -> None:
+            res = self.predict(volume[d0:d1], confidence, probabilities)
+            labels[d0:d1] = res.labels
+            if probs is not None:
+                probs[d0:d1] = res.probabilities
+
+        def done(rng, _) -> None:
+            if progress is not None:
+                progress(rng[1] - rng[0])
+
+        streams = self.streams or default_streams(self.device)
+        run_in_waves(batch, volume.shape[0], self.batch_size, streams, done)
         return labels, probs
