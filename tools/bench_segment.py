@@ -296,7 +296,9 @@ def pipeline_worker(conn, name: str, ckpt: str, src: str, dst: str, chunk: int, 
             net, prep = reference_load(Path(ckpt), official)
         else:
             from transunet_app.inference import Segmenter
+            from transunet_app.inference.memory import reuse_freed_memory
 
+            reuse_freed_memory()  # as the segment command does
             seg = Segmenter(ckpt, precision=name.split()[1], batch_size=batch)
             # Time the model calls alone (the same forward, only wrapped by a clock): the wall
             # time during which at least one stream is inside the model.

@@ -250,7 +250,9 @@ def _make_segmenter(args, jobs: int):
     import torch
 
     from ..inference import Segmenter
+    from ..inference.memory import reuse_freed_memory
 
+    reuse_freed_memory()  # a short-lived process: keep large blocks instead of re-faulting them
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     torch.set_num_threads(threads)
     return Segmenter(**_segmenter_kwargs(args))
@@ -278,7 +280,9 @@ def _worker_init(seg_kwargs: dict, threads: int) -> None:
     import torch
 
     from ..inference import Segmenter
+    from ..inference.memory import reuse_freed_memory
 
+    reuse_freed_memory()
     torch.set_num_threads(threads)
     _WORKER["segmenter"] = Segmenter(**seg_kwargs)
 
