@@ -84,3 +84,19 @@ def test_weights_that_do_not_fit_are_a_checkpoint_error(ckpt_dict):
                          if "segmentation_head" not in k}
     with pytest.raises(CheckpointError, match="weights do not fit"):
         model_from_checkpoint(bad, "bad.pt")
+
+
+def test_initialisers_are_skipped_on_meta_tensors_only():
+    from torch import nn
+
+    from transunet_app.checkpoint import _SkipInPlaceOnMeta
+
+    with torch.device("meta"), _SkipInPlaceOnMeta():
+        meta = torch.empty(5)
+        assert nn.init.trunc_normal_(meta, std=0.02) is meta   # keyword tensor (torch.nn.init)
+        assert meta.normal_() is meta and meta.clamp_(-1, 1) is meta
+        assert (meta + 1).is_meta                              # other ops run as usual
+    with _SkipInPlaceOnMeta():
+        real = torch.zeros(1000)
+        nn.init.normal_(real, std=1.0)                         # real tensors are initialised
+        assert real.std() > 0.5

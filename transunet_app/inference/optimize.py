@@ -51,14 +51,14 @@ def fold_weight_standardization(model: nn.Module) -> nn.Module:
 
     for name, child in list(model.named_children()):
         if isinstance(child, StdConv2d):
+            # built on the meta device: no random initialisation of weights replaced next
             conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
                              child.padding, child.dilation, child.groups, bias=child.bias is not None,
-                             padding_mode=child.padding_mode)
-            conv.to(device=child.weight.device, dtype=child.weight.dtype)
+                             padding_mode=child.padding_mode, device="meta")
             with torch.no_grad():
-                conv.weight.copy_(child.standardized_weight())
+                conv.weight = nn.Parameter(child.standardized_weight(), child.weight.requires_grad)
                 if child.bias is not None:
-                    conv.bias.copy_(child.bias)
+                    conv.bias = nn.Parameter(child.bias.detach().clone(), child.bias.requires_grad)
             setattr(model, name, conv)
         else:
             fold_weight_standardization(child)
