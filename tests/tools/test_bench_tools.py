@@ -28,6 +28,12 @@ def test_bench_train_loader_cost(tmp_path):
     assert (tmp_path / "r.json").stat().st_size > 0
 
 
+def test_bench_upsampled_argmax_reports_equal_labels():
+    out = _run(ROOT / "tools" / "bench_upsampled_argmax.py", "--rounds", "1", "--size", "300",
+               "--threads", "1")
+    assert "speed-up" in out and "labels equal on 100.0000% of pixels" in out
+
+
 def test_bench_metrics_small_volume():
     out = _run(ROOT / "tools" / "bench_metrics.py", "--shape", "20", "64", "64", "--repeats", "1",
                "--no-medpy")

@@ -7,7 +7,9 @@ The pipeline per batch of axial slices (all on tensors, no per-slice Python loop
 3. model forward in the chosen precision, channels_last,
 4. logits (not labels) resized back to (H, W) bilinearly, so class boundaries are placed at
    the original resolution instead of being blown up from the model grid,
-5. argmax per batch -> uint8 labels.
+5. argmax per batch -> uint8 labels. When only labels are wanted, 4 and 5 are one step that
+   interpolates only around boundaries (:func:`.upsampled_argmax.upsampled_argmax`: the same
+   labels without the full-size float map).
 
 With TTA, the softmax probabilities of the flipped variants are averaged on the model grid and
 the average is resized back instead of the logits.
@@ -26,6 +28,7 @@ from ..errors import CheckpointError
 from .optimize import prepare_for_inference
 from .precision import torch_dtype
 from .streams import default_streams, run_in_waves
+from .upsampled_argmax import upsampled_argmax
 
 #: Resize geometry: pixel corners aligned, the grid scipy's ``zoom`` (used by the official
 #: TransUNet ``test_single_volume``) maps between, so a checkpoint sees slices as in training.
@@ -202,8 +205,17 @@ class SlicePredictor:
             ``(scores, are_probabilities)``: (B, K, H, W) float32 logits (no TTA) or averaged
             softmax probabilities (TTA).
         """
-        x = self.normalise(slab)
+        s, is_prob = self.model_grid_scores(slab, agreement)
         out_size = tuple(slab.shape[-2:])
+        if tuple(s.shape[-2:]) != out_size:
+            s = F.interpolate(s, size=out_size, mode="bilinear", align_corners=ALIGN_CORNERS)
+        return s, is_prob
+
+    @torch.inference_mode()
+    def model_grid_scores(self, slab: np.ndarray,
+                          agreement: ConfidenceAccumulator | None = None) -> tuple[torch.Tensor, bool]:
+        """Like :meth:`scores`, on the model's grid: (B, K, h, w) = ``img_size``."""
+        x = self.normalise(slab)
         if not self.tta:
             s = self._forward(x)
             is_prob = False
@@ -224,8 +236,6 @@ class SlicePredictor:
                 agree = torch.stack([v == mean_lab for v in votes]).all(dim=0)
                 agreement.add_agreement(mean_lab.cpu(), agree.cpu())
             is_prob = True
-        if tuple(s.shape[-2:]) != out_size:
-            s = F.interpolate(s, size=out_size, mode="bilinear", align_corners=ALIGN_CORNERS)
         return s, is_prob
 
     @torch.inference_mode()
@@ -238,6 +248,12 @@ class SlicePredictor:
             confidence: accumulates per-class confidence when given.
             probabilities: also return (B, H, W, K) uint8 probabilities x 255.
         """
+        if confidence is None and not probabilities:
+            # labels only: boundaries interpolated, the rest copied (same labels, no 512x512
+            # float map; see upsampled_argmax)
+            s, _ = self.model_grid_scores(slab)
+            labels = upsampled_argmax(s, tuple(slab.shape[-2:]))
+            return BatchResult(labels.cpu().numpy(), None)
         s, is_prob = self.scores(slab, confidence if self.tta else None)
         best, labels = s.max(dim=1)
         probs = None

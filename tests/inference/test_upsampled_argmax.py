@@ -1,0 +1,87 @@
+"""Labels of upsampled scores without the full-size map: equal to interpolate + argmax."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from transunet_app.inference.upsampled_argmax import upsampled_argmax
+
+
+def _plain(scores, size):
+    up = F.interpolate(scores, size=size, mode="bilinear", align_corners=True)
+    return up, up.argmax(1).to(torch.uint8)
+
+
+def _smooth_scores(b, k, h, w, seed=0, scale=8.0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(b, k, max(2, h // 6), max(2, w // 6), generator=g) * scale
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _assert_equal_but_near_ties(scores, size, tol=1e-5):
+    up, ref = _plain(scores, size)
+    ours = upsampled_argmax(scores, size)
+    assert ours.shape == ref.shape and ours.dtype == torch.uint8
+    differ = ours != ref
+    if differ.any():
+        # only where the two labels' interpolated scores tie to float rounding
+        v = up.permute(0, 2, 3, 1)[differ]
+        a = v.gather(1, ref[differ].long()[:, None]).squeeze(1)
+        b = v.gather(1, ours[differ].long()[:, None]).squeeze(1)
+        assert torch.all((a - b).abs() <= tol * a.abs().clamp_min(1)), (a - b).abs().max()
+    assert differ.float().mean() < 1e-4
+    return ours
+
+
+@pytest.mark.parametrize("shape,size", [
+    ((2, 9, 32, 32), (75, 75)), ((1, 4, 20, 28), (61, 47)), ((3, 5, 17, 17), (17, 40)),
+    ((1, 3, 16, 16), (16, 16)), ((1, 2, 1, 12), (1, 30)), ((1, 6, 9, 1), (25, 1)),
+    ((2, 9, 224, 224), (512, 512))])
+def test_equal_to_interpolate_then_argmax(shape, size):
+    scores = _smooth_scores(*shape)
+    _assert_equal_but_near_ties(scores, size)
+    _assert_equal_but_near_ties(scores.contiguous(memory_format=torch.channels_last), size)
+
+
+def test_every_cell_disagreeing_goes_through_the_exact_path():
+    # a checkerboard of winners: no 2x2 cell agrees, every output pixel is interpolated
+    b, k, h, w = 1, 3, 12, 10
+    scores = torch.zeros(b, k, h, w)
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    scores[0, 0] = ((yy + xx) % 2) * 5.0
+    scores[0, 1] = ((yy + xx + 1) % 2) * 5.0
+    scores[0, 2] = 2.4 + 0.01 * xx
+    _assert_equal_but_near_ties(scores, (37, 29))
+
+
+def test_ties_go_to_the_lowest_class_as_argmax():
+    scores = torch.zeros(1, 4, 6, 6)
+    scores[:, 1:3] = 1.0          # classes 1 and 2 tie everywhere
+    out = upsampled_argmax(scores, (15, 13))
+    assert torch.all(out == 1)
+
+
+def test_downsampling_and_many_classes_take_the_plain_path():
+    scores = _smooth_scores(1, 5, 40, 40)
+    torch.testing.assert_close(upsampled_argmax(scores, (20, 50)), _plain(scores, (20, 50))[1])
+    many = _smooth_scores(1, 140, 8, 8)
+    torch.testing.assert_close(upsampled_argmax(many, (20, 20)), _plain(many, (20, 20))[1])
+
+
+def test_predictor_labels_equal_the_full_map_path():
+    from transunet_app.checkpoint import model_from_checkpoint
+    from transunet_app.inference.predictor import SlicePredictor
+
+    from .conftest import tiny_checkpoint_dict
+
+    ckpt = tiny_checkpoint_dict()
+    pred = SlicePredictor(model_from_checkpoint(ckpt), ckpt["preprocessing"],
+                          torch.device("cpu"), "fp32", batch_size=4)
+    slab = np.random.default_rng(1).normal(40, 150, (3, 70, 58)).astype(np.float32)
+    fast = pred.predict(slab).labels                           # labels only: the new path
+    scores, _ = pred.scores(slab)
+    full = scores.argmax(1).to(torch.uint8).numpy()
+    assert fast.shape == full.shape == (3, 70, 58)
+    assert (fast != full).mean() < 1e-4
+    # with probabilities the full map is still computed, with the same labels
+    np.testing.assert_array_equal(pred.predict(slab, probabilities=True).labels, full)
