@@ -4,7 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from transunet_app.inference import upsampled_argmax as module
 from transunet_app.inference.upsampled_argmax import upsampled_argmax
+
+
+@pytest.fixture(params=["exact path everywhere", "default"])
+def exact_path(request, monkeypatch):
+    """Run a test with the plain-path fallback for noisy scores off (every disagreeing cell
+    interpolated, however many) and with the default threshold."""
+    if request.param != "default":
+        monkeypatch.setattr(module, "MAX_UNSURE", 1.0)
+    return request.param
 
 
 def _plain(scores, size):
@@ -37,13 +47,13 @@ def _assert_equal_but_near_ties(scores, size, tol=1e-5):
     ((2, 9, 32, 32), (75, 75)), ((1, 4, 20, 28), (61, 47)), ((3, 5, 17, 17), (17, 40)),
     ((1, 3, 16, 16), (16, 16)), ((1, 2, 1, 12), (1, 30)), ((1, 6, 9, 1), (25, 1)),
     ((2, 9, 224, 224), (512, 512))])
-def test_equal_to_interpolate_then_argmax(shape, size):
+def test_equal_to_interpolate_then_argmax(shape, size, exact_path):
     scores = _smooth_scores(*shape)
     _assert_equal_but_near_ties(scores, size)
     _assert_equal_but_near_ties(scores.contiguous(memory_format=torch.channels_last), size)
 
 
-def test_every_cell_disagreeing_goes_through_the_exact_path():
+def test_every_cell_disagreeing(exact_path):
     # a checkerboard of winners: no 2x2 cell agrees, every output pixel is interpolated
     b, k, h, w = 1, 3, 12, 10
     scores = torch.zeros(b, k, h, w)
@@ -54,11 +64,24 @@ def test_every_cell_disagreeing_goes_through_the_exact_path():
     _assert_equal_but_near_ties(scores, (37, 29))
 
 
-def test_ties_go_to_the_lowest_class_as_argmax():
+def test_ties_go_to_the_lowest_class_as_argmax(exact_path):
     scores = torch.zeros(1, 4, 6, 6)
     scores[:, 1:3] = 1.0          # classes 1 and 2 tie everywhere
     out = upsampled_argmax(scores, (15, 13))
     assert torch.all(out == 1)
+
+
+def test_noisy_scores_take_the_plain_path(monkeypatch):
+    smooth = F.interpolate(torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(0)),
+                           size=(96, 96), mode="bilinear", align_corners=False)  # large regions
+    noisy = torch.randn(1, 4, 48, 48, generator=torch.Generator().manual_seed(0))
+    calls = []
+    real = F.interpolate
+    monkeypatch.setattr(module.F, "interpolate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _assert_equal_but_near_ties(smooth, (200, 190))
+    assert len(calls) == 1                    # the reference only: smooth scores skip it
+    _assert_equal_but_near_ties(noisy, (100, 90))
+    assert len(calls) == 3                    # reference + fallback
 
 
 def test_downsampling_and_many_classes_take_the_plain_path():
