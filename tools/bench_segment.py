@@ -23,8 +23,11 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
     ``--official DIR`` the official implementation from a local checkout (same weights,
     loaded into ours with ``load_pretrained``).
   - ``segment --precision fp32`` and ``--precision bf16``: :meth:`Segmenter.run`, the code the
-    ``segment`` command runs (input read and check, batching, bilinear resize in, model,
-    logits resized back, argmax, label map and JSON sidecar written atomically).
+    ``segment`` command runs (input read and check, batching on two CPU streams, bilinear
+    resize in, model, logits resized back + argmax, label map and JSON sidecar written
+    atomically), with malloc tuned as the command tunes it. The weights are random, so the
+    labels are noisy: the label step takes its plain path (interpolate + argmax), as it would
+    not for a trained model (``tools/bench_upsampled_argmax.py``).
 
   Timed for both: model loading (checkpoint read, model build, inference preparation) and
   the run from input file to output file(s). Not timed for either: Python and library
@@ -46,7 +49,7 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
 Usage::
 
     python tools/bench_segment.py                          # about 15 minutes on 2 cores
-    python tools/bench_segment.py --parts speed --slices 16 --chunk 8
+    python tools/bench_segment.py --parts speed --slices 32 --chunk 16
 """
 from __future__ import annotations
 
