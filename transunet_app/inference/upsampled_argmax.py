@@ -39,6 +39,10 @@ def _source_coordinates(n_in: int, n_out: int):
     return lo, hi, src - lo
 
 
+def _interpolated_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=True).argmax(1).to(torch.uint8)
+
+
 def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(scores, size, mode="bilinear", align_corners=True).argmax(1)``.
 
@@ -54,8 +58,7 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     b, k, h, w = scores.shape
     big_h, big_w = int(size[0]), int(size[1])
     if big_h < h or big_w < w or k > 128 or min(h, w) < 1:
-        return F.interpolate(scores, size=(big_h, big_w), mode="bilinear",
-                             align_corners=True).argmax(1).to(torch.uint8)
+        return _interpolated_argmax(scores, (big_h, big_w))
     device = scores.device
     labels = scores.argmax(1).to(torch.uint8)                          # (B, h, w)
     y0, y1, ly = (t.to(device) for t in _source_coordinates(h, big_h))
@@ -68,8 +71,7 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     unsure = (labels != below) | (labels != right) | (labels != diagonal)
     if unsure.float().mean().item() > MAX_UNSURE:
         # noisy scores (an untrained model): interpolating every pixel in one kernel is cheaper
-        return F.interpolate(scores, size=(big_h, big_w), mode="bilinear",
-                             align_corners=True).argmax(1).to(torch.uint8)
+        return _interpolated_argmax(scores, (big_h, big_w))
     # label and "corners disagree" in one byte, gathered once for every output pixel
     code = labels | (unsure.to(torch.uint8) << 7)
     cell = (y0[:, None] * w + x0[None, :]).view(-1)                   # (H*W,) source cell
