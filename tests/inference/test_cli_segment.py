@@ -227,8 +227,21 @@ def test_console_script_help_is_complete():
     assert proc.returncode == 0
     for flag in ("--checkpoint", "--device", "--precision", "--batch-size", "--tta", "--keep-largest",
                  "--probabilities", "--statistics", "--overwrite", "--skip-existing", "--quiet",
-                 "--series", "--jobs", "--shard", "--report"):
+                 "--series", "--jobs", "--shard", "--report", "--threads", "--streams"):
         assert flag in proc.stdout, flag
+
+
+def test_streams_option(run_segment, ct_file, tiny_ckpt, tmp_path):
+    import json
+
+    code, _, err = run_segment(ct_file, "-o", tmp_path / "bad.nii.gz", "--checkpoint", tiny_ckpt,
+                               "--streams", "0", "--quiet")
+    assert code == 2 and "--streams 0: must be at least 1" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.nii.gz").exists()
+    code, _, _ = run_segment(ct_file, "-o", tmp_path / "two.nii.gz", "--checkpoint", tiny_ckpt,
+                             "--streams", "2", "--quiet")
+    assert code == 0
+    assert json.loads((tmp_path / "two.json").read_text())["settings"]["streams"] == 2
 
 
 @pytest.mark.slow
