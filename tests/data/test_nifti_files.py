@@ -37,6 +37,17 @@ def test_save_writes_the_bytes_nibabel_writes(tmp_path, backend, klass):
     assert ours == ref
 
 
+def test_written_files_are_deterministic_without_a_name_in_the_gzip_header(tmp_path, backend):
+    img = _image(nib.Nifti1Image)
+    first, second = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    nifti_files.save_nifti(img, first)
+    nifti_files.save_nifti(img, second)
+    raw = first.read_bytes()
+    assert raw == second.read_bytes()
+    assert raw[:2] == b"\x1f\x8b" and not raw[3] & 0x08       # gzip, FNAME flag clear
+    assert raw[4:8] == b"\0\0\0\0"                          # mtime 0
+
+
 @pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image])
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
 def test_open_reads_what_nibabel_reads(tmp_path, backend, klass, suffix):

@@ -68,5 +68,8 @@ def save_nifti(img, path: str | os.PathLike) -> None:
     if igzip is None or not _is_gzip(path):
         nib.save(img, os.fspath(path))
         return
-    with igzip.open(os.fspath(path), "wb", compresslevel=COMPRESS_LEVEL) as f:
+    # no file name and mtime 0 in the gzip header, as nibabel writes: the same image gives the
+    # same bytes (and the temporary name an atomic write uses does not end up in the file)
+    with open(path, "wb") as raw, igzip.IGzipFile(filename="", mode="wb", fileobj=raw,
+                                                  compresslevel=COMPRESS_LEVEL, mtime=0) as f:
         img.to_file_map({"image": nib.FileHolder(os.fspath(path), f)})
