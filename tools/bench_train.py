@@ -434,9 +434,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides for the learning check")
     args = p.parse_args(argv)
-    from transunet_app.inference.precision import cpu_has_amx
+    from transunet_app.inference.precision import bf16_hardware
 
-    results = {"cpu_amx": cpu_has_amx(), "torch": torch.__version__}
+    results = {"cpu_bf16": bf16_hardware(), "torch": torch.__version__}
     if args.loader_only:
         cost = loader_cost(args)
         results["loader_batch24_s"] = cost

@@ -411,7 +411,7 @@ def check(work: Path, shared: Path = SHARED, iterations: int | None = None, thre
     import torch
 
     from transunet_app.checkpoint import load_checkpoint
-    from transunet_app.inference.precision import cpu_has_amx
+    from transunet_app.inference.precision import bf16_hardware
 
     torch.set_num_threads(threads)
     ct = shared / CT_NAME
@@ -439,7 +439,7 @@ def check(work: Path, shared: Path = SHARED, iterations: int | None = None, thre
     logit = logit_agreement(ckpt, ct)
     met = all(o["dice_bf16_vs_fp32"] is not None and o["dice_bf16_vs_fp32"] >= GOAL_DICE
               for o in organs.values())
-    return {"checkpoint": str(ckpt), "amx": cpu_has_amx(), "torch": torch.__version__,
+    return {"checkpoint": str(ckpt), "bf16_hardware": bf16_hardware(), "torch": torch.__version__,
             "ct_shape": list(truth.shape), "goal_dice": GOAL_DICE, "goal_met": met,
             "voxels_differing_total": int((labels["fp32"] != labels["bf16"]).sum()),
             "noise_floor_voxels_differing_total": int((labels["fp32"] != labels["fp32 dithered"]).sum()),
@@ -450,7 +450,7 @@ def check(work: Path, shared: Path = SHARED, iterations: int | None = None, thre
 def print_report(r: dict) -> None:
     print(f"\nbf16 vs fp32 `segment` on the real CT {'x'.join(map(str, r['ct_shape']))} (3 mm), "
           f"model: configs/real_ct_learning.yaml (tiny TransUNet, fitted to these slices); "
-          f"AMX: {r['amx']}; goal Dice >= {r['goal_dice']} per organ: "
+          f"bf16 hardware: {r['bf16_hardware']}; goal Dice >= {r['goal_dice']} per organ: "
           f"{'MET' if r['goal_met'] else 'NOT MET'}\n")
     print("| organ | voxels fp32 | voxels bf16 | voxels differing | Dice bf16 vs fp32 | "
           "Dice if 1 voxel differed | fp32 +-0.5 HU vs fp32: voxels differing | Dice | fp32 Dice vs truth |")

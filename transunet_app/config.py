@@ -87,7 +87,7 @@ class TrainConfig:
     #: 0 = max_epochs * iterations per epoch; > 0 overrides the epoch count.
     max_iterations: int = 0
     seed: int = 1234
-    #: autocast: auto (bf16 on CUDA with bf16 support / CPUs with AMX, else off), bf16, fp16, off.
+    #: autocast: auto (bf16 on CUDA with bf16 support / CPUs with AMX or AVX512-BF16, else off), bf16, fp16, off.
     amp: str = "auto"
     channels_last: bool = True
     #: deterministic algorithms; with it a resumed CPU run repeats the uninterrupted losses.

@@ -4,7 +4,7 @@ Each step is the real command a user would run (``prepare phantom``, ``train``, 
 ``evaluate``, ``report``), called in-process:
 
 1. a synthetic abdominal CT phantom dataset (NIfTI + the prepared training layout);
-2. a tiny TransUNet trained on its training cases (bf16 on CPUs with AMX), TensorBoard logs;
+2. a tiny TransUNet trained on its training cases (bf16 on CPUs with native bf16), TensorBoard logs;
 3. the held-out phantoms segmented from their NIfTI files, and the real CT sample when present
    (``../shared/data`` beside the repository, or ``--real-ct``);
 4. Dice/HD95 against the phantom labels (and the real CT's labels), and the clinician reports.

@@ -20,10 +20,9 @@ def run(args) -> int:
 
     print(f"transunet-app {__version__}  torch {torch.__version__}  python {platform.python_version()}")
     cap = torch.backends.cpu.get_cpu_capability()
-    from ..inference.precision import cpu_has_amx
+    from ..inference.precision import bf16_hardware
 
-    amx = cpu_has_amx()
-    print(f"CPU: {torch.get_num_threads()} threads, {cap}{', AMX (fast bf16)' if amx else ''}; "
+    print(f"CPU: {torch.get_num_threads()} threads, {cap}, bf16 hardware: {bf16_hardware()}; "
           f"CUDA: {'yes, ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
     print("\nmodels:")
     for name in list_models():

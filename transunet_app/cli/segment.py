@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trained transunet_app checkpoint (.pt)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto = bf16 on CPUs with AMX and on GPUs, else fp32 (default: auto)")
+                        help="auto = bf16 on CPUs with AMX or AVX512-BF16 and on GPUs, else fp32 (default: auto)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
                         help="axial slices per forward pass (default: 8)")
     parser.add_argument("--tta", action="store_true",

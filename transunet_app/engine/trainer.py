@@ -57,9 +57,9 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    from ..inference.precision import cpu_has_amx
+    from ..inference.precision import cpu_has_native_bf16
 
-    return torch.bfloat16 if cpu_has_amx() else None
+    return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
 class Trainer:
