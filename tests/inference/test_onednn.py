@@ -45,7 +45,25 @@ def test_activations_are_fused_into_the_preceding_layer():
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.GELU)) for m in model.decoder.modules())
 
 
-def test_fp32_models_are_left_alone():
+def test_other_dtypes_are_left_alone():
     model = build_model("tiny", 9, img_size=64).eval()
-    assert fuse_for_onednn(model) == 0
+    assert fuse_for_onednn(model) == 0  # default: bf16 layers only
     assert any(type(m) is torch.nn.Linear for m in model.modules())
+    model64 = build_model("tiny", 9, img_size=64).double().eval()
+    assert fuse_for_onednn(model64, torch.float32) == 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "CvT-13", "CeiT-T", "Conformer-Ti"])
+def test_fused_fp32_model_matches_unfused_fp32(name):
+    torch.manual_seed(0)
+    model = build_model(name, 9, img_size=64).eval()
+    plain = prepare_for_inference(model, CPU, "fp32", copy_model=True, fuse=False)
+    fused = prepare_for_inference(model, CPU, "fp32", copy_model=True, fuse=True)
+    kinds = [type(m) for m in fused.modules()]
+    assert OneDNNLinear in kinds and OneDNNConv2d in kinds
+    assert not any(type(m) in (torch.nn.Linear, torch.nn.Conv2d) for m in fused.modules())
+    x = torch.rand(2, 1, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        a, b = plain(x).double(), fused(x).double()
+    assert fused(x).dtype == torch.float32
+    assert ((a - b).norm() / a.norm()) < 1e-5  # float32 rounding, different summation order

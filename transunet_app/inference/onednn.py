@@ -1,8 +1,8 @@
-"""oneDNN fused kernels for bf16 inference on CPUs: pre-packed weights and fused activations.
+"""oneDNN fused kernels for CPU inference: pre-packed weights and fused activations.
 
-For a bf16 model on a CPU (the ``segment`` default on AMX machines), every ``Linear`` and
-``Conv2d`` is replaced by a module that calls oneDNN directly (Linear weights reordered once
-into oneDNN's blocked layout), and the activation that follows is fused into the same kernel:
+For a bf16 or float32 model on a CPU, every ``Linear`` and ``Conv2d`` of that dtype is replaced
+by a module that calls oneDNN directly (Linear weights reordered once into oneDNN's blocked
+layout), and the activation that follows is fused into the same kernel:
 
 * ``Conv2d -> ReLU`` (the decoder's units once their BatchNorm is folded): one pass less over
   the activations;
@@ -11,7 +11,11 @@ into oneDNN's blocked layout), and the activation that follows is fused into the
 These are the kernels ``torch.compile`` (Inductor's "freezing") emits for the same graphs, called
 through the same ``torch.ops.mkldnn`` operators, without its minutes of compilation per model.
 Measured in ``tools/bench_model.py`` (mode ``bf16-inference``); outputs agree with the unfused
-bf16 model to bf16 rounding (tests/inference/test_onednn.py). Where the operators are missing
+model to rounding (tests/inference/test_onednn.py).
+
+float32 matters on CPUs where torch's float32 ``F.linear`` (MKL's GEMM) does not use AVX-512:
+on the AMD Zen 5 VM, MKL runs at ~100 GFLOP/s per core and oneDNN's float32 matmul at ~240
+(its convolutions already go through oneDNN). Where the operators are missing
 (a torch built without oneDNN) or the model is not bf16 on CPU, nothing is changed.
 """
 from __future__ import annotations
@@ -91,15 +95,16 @@ def _convertible_conv(m: nn.Module) -> bool:
             and not isinstance(m.padding, str))
 
 
-def _fused(module: nn.Module, activation: nn.Module | None):
-    """The oneDNN replacement of ``module`` with ``activation`` fused (None: no activation)."""
+def _fused(module: nn.Module, activation: nn.Module | None, dtype: torch.dtype):
+    """The oneDNN replacement of ``module`` with ``activation`` fused (None: no activation),
+    or None for a layer that stays (another dtype, device or kind)."""
     attr, algorithm = ("none", "")
     if activation is not None:
         attr, algorithm = _FUSABLE[type(activation)]
         if isinstance(activation, nn.GELU) and activation.approximate != "none":
             return None
-    if module.weight.dtype != torch.bfloat16 or module.weight.device.type != "cpu":
-        return None  # layers kept in float32 (e.g. the segmentation head) stay as they are
+    if module.weight.dtype != dtype or module.weight.device.type != "cpu":
+        return None  # e.g. a bf16 model's float32 islands (stem, segmentation head) stay
     if isinstance(module, nn.Linear):
         return OneDNNLinear(module, attr, algorithm)
     if _convertible_conv(module):
@@ -107,7 +112,7 @@ def _fused(module: nn.Module, activation: nn.Module | None):
     return None
 
 
-def _fuse_children(parent: nn.Module) -> int:
+def _fuse_children(parent: nn.Module, dtype: torch.dtype) -> int:
     """Replace the layers directly under ``parent`` (and fuse an activation that follows a layer
     in a Sequential, or ``fc1 -> act`` in an MLP). Returns how many layers were replaced."""
     count = 0
@@ -126,7 +131,7 @@ def _fuse_children(parent: nn.Module) -> int:
     elif isinstance(parent, Mlp) and type(parent.act) in _FUSABLE:
         pairs.append(("fc1", "act"))  # Mlp applies act directly to fc1's output
     for layer, act in pairs:
-        new = _fused(parent._modules[layer], parent._modules[act])
+        new = _fused(parent._modules[layer], parent._modules[act], dtype)
         if new is not None:
             parent._modules[layer] = new
             parent._modules[act] = nn.Identity()
@@ -136,19 +141,20 @@ def _fuse_children(parent: nn.Module) -> int:
         if child is None:
             continue
         if type(child) in (nn.Linear, nn.Conv2d):
-            new = _fused(child, None)
+            new = _fused(child, None, dtype)
             if new is not None:
                 parent._modules[name] = new
                 count += 1
         else:
-            count += _fuse_children(child)
+            count += _fuse_children(child, dtype)
     return count
 
 
-def fuse_for_onednn(model: nn.Module) -> int:
-    """Swap the bf16 CPU Linear/Conv2d layers of an inference model for pre-packed, fused
-    oneDNN layers (in place). Returns the number of layers replaced (0 when not applicable:
-    float32 layers and other devices are left alone).
+def fuse_for_onednn(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Swap the CPU Linear/Conv2d layers of an inference model whose weights are ``dtype``
+    (bfloat16 or float32) for pre-packed, fused oneDNN layers (in place). Returns the number
+    of layers replaced (0 when not applicable: layers of other dtypes and devices are left
+    alone).
 
     Only exact ``nn.Linear`` / ``nn.Conv2d`` types are replaced (subclasses with their own
     forward, such as float64-safe depthwise convolutions, are left alone). Activations are fused
@@ -158,4 +164,4 @@ def fuse_for_onednn(model: nn.Module) -> int:
     if not onednn_available():
         return 0
     with torch.no_grad():
-        return _fuse_children(model)
+        return _fuse_children(model, dtype)

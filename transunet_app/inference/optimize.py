@@ -8,8 +8,8 @@
   bias: one pass over the activations less per unit, identical up to float rounding.
 * channels_last memory format: oneDNN's convolution kernels work on NHWC; NCHW inputs would be
   reordered before and after every convolution.
-* For bf16 on CPU, Linear/Conv2d layers use pre-packed oneDNN weights with the following ReLU
-  or GELU fused (:mod:`.onednn`).
+* On CPU (bf16 and float32), Linear/Conv2d layers use pre-packed oneDNN weights with the
+  following ReLU or GELU fused (:mod:`.onednn`).
 * bf16 keeps float32 where rounding decides near-ties between organs and float32 costs
   little (measured with ``tools/check_bf16_agreement.py`` on a trained model):
 
@@ -260,7 +260,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         device: where to run.
         precision: "fp32", "bf16" or "fp16" (already resolved).
         copy_model: work on a deep copy and leave ``model`` untouched.
-        fuse: for bf16 on CPU, swap layers for pre-packed fused oneDNN ones
+        fuse: for bf16 and fp32 on CPU, swap layers for pre-packed fused oneDNN ones
             (:mod:`transunet_app.inference.onednn`).
         float32_stem: for bf16/fp16, run the stem in float32 (see the module notes).
         float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
@@ -283,7 +283,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
             model.segmentation_head = Float32Head(model.segmentation_head)
         if keep_in_float32(model, dtype, stem=float32_stem, modules=float32_modules):
             model.input_dtype = torch.float32
-    fuse = fuse and precision == "bf16" and device.type == "cpu" and onednn_available()
+    fuse = fuse and precision in ("bf16", "fp32") and device.type == "cpu" and onednn_available()
     for p in model.parameters():
         p.requires_grad_(False)
     if precision != "fp32":
@@ -293,6 +293,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         cast_outside_islands(model, dtype, keep=_float32_bias if fuse else None)
     model.to(memory_format=torch.channels_last)
     if fuse:
-        fuse_for_onednn(model)
-        cast_outside_islands(model, dtype, keep=_fused_layer)  # layers oneDNN did not take
+        fuse_for_onednn(model, dtype)
+        if precision != "fp32":
+            cast_outside_islands(model, dtype, keep=_fused_layer)  # layers oneDNN did not take
     return model
