@@ -190,6 +190,9 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
     }
     nets = {name: prepare_for_inference(model, dev, "bf16", copy_model=True, **kw)
             for name, kw in ablations.items()}
+    # autocast and the per-stage bf16 casts need plain float32 layers (segment's fp32 model
+    # holds oneDNN-packed weights, which neither autocast nor .to(bfloat16) can convert)
+    plain32 = prepare_for_inference(model, dev, "fp32", copy_model=True, fuse=False)
 
     def logits(net, slab, autocast=False):
         x = p32.normalise(slab).to(getattr(net, "input_dtype", torch.float32))
@@ -206,10 +209,10 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
         slab = canon[d0:d0 + batch_size]
         ref.append(logits(p32.model, slab))
         full.append(logits(p16.model, slab))
-        auto.append(logits(p32.model, slab, autocast=True))
+        auto.append(logits(plain32, slab, autocast=True))
         for name, net in nets.items():
             abl[name].append(logits(net, slab))
-    stages = stage_sensitivity(p32.model, p32.normalise(canon))
+    stages = stage_sensitivity(plain32, p32.normalise(canon))
     ref_t, variants = torch.cat(ref), {"bf16 weights + activations (segment)": torch.cat(full),
                                        "bf16 autocast (fp32 weights)": torch.cat(auto)}
     variants.update({name: torch.cat(v) for name, v in abl.items()})
@@ -259,7 +262,8 @@ def stage_sensitivity(fp32_model, x, stages=None) -> dict:
     """Argmax flips and logit error when only one stage of the fp32 model runs in bf16.
 
     Args:
-        fp32_model: the prepared fp32 inference model (left untouched: copies are changed).
+        fp32_model: the prepared fp32 inference model with plain layers (``fuse=False``; left
+            untouched: copies are changed).
         x: (B, 1, h, w) float32 model input.
         stages: module names (default :func:`model_stages`); "input" = only the model input
             rounded to bf16.
