@@ -1,0 +1,213 @@
+"""bf16 attention on CPUs with AVX512-BF16: ``softmax(q k^T * scale) v`` without torch's flash kernel.
+
+At the ViT-B shape of R50-ViT-B_16 (q, k, v of (8, 12, 196, 64) bf16) torch's CPU flash kernel
+(``F.scaled_dot_product_attention``) reaches ~75 GFLOP/s on one core; the explicit bf16
+``softmax(q @ k^T) @ v`` is faster but rounds the scores to bf16 (4x the error). The C kernel
+in ``attention_kernel.c`` does both products with ``vdpbf16ps`` (fp32 accumulation), keeps the
+scores and the softmax in fp32 and rounds only the probabilities (for P.V) and the output to
+bf16, like the flash kernel: same accuracy against a float64 reference, ~5x faster
+(``tools/bench_attention.py``).
+
+The kernel is compiled on first use with the system C compiler into
+``$TRANSUNET_APP_CACHE`` (default ``~/.cache/transunet_app/``), keyed by the SHA-256 of the
+source and the flags, and loaded with ctypes (which releases the GIL during the call). Any
+failure (CPU without avx512_bf16, no compiler, compile or load error) leaves
+:data:`unavailable_reason` set and :func:`attention` falls back to
+``F.scaled_dot_product_attention``; nothing here raises for that.
+``TRANSUNET_APP_FAST_ATTENTION=0`` disables the kernel.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).with_name("attention_kernel.c")
+#: No -march=native: the library must run on any CPU with these extensions (a cache directory
+#: may be shared by machines of different models).
+CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
+          "-mavx512bf16", "-mfma")
+#: Compilers tried in order (gcc first: the flags, and libgomp as torch's OpenMP runtime, are gcc's).
+COMPILER_NAMES = ("gcc", "cc")
+#: CPU flags (Linux /proc/cpuinfo) the kernel needs.
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+ENV_SWITCH = "TRANSUNET_APP_FAST_ATTENTION"
+
+#: Why the kernel is not used (None while it is available or not yet probed).
+unavailable_reason: str | None = None
+#: Path of the loaded library (None if not loaded).
+library_path: Path | None = None
+
+
+def cache_dir() -> Path:
+    """Directory of compiled libraries: ``$TRANSUNET_APP_CACHE`` or ``~/.cache/transunet_app``."""
+    env = os.environ.get("TRANSUNET_APP_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "transunet_app"
+
+
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _compiler() -> str | None:
+    for name in COMPILER_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _build(source: Path, target: Path) -> None:
+    """Compile ``source`` into ``target`` atomically (temporary name in the same directory,
+    then rename: a concurrent process sees either no file or a complete one)."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError(f"no C compiler found (tried {', '.join(COMPILER_NAMES)})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, str(source), "-o", tmp], capture_output=True,
+                              text=True, timeout=120)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"{Path(cc).name} failed ({proc.returncode}): " + " | ".join(tail))
+        os.chmod(tmp, 0o755)  # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=None)
+def _load():
+    """The kernel's ctypes function, or None (reason in :data:`unavailable_reason`)."""
+    global unavailable_reason, library_path
+    unavailable_reason = library_path = None
+    try:
+        try:
+            missing = [f for f in CPU_FLAGS if f not in _cpu_flags()]
+        except OSError as e:
+            raise RuntimeError(f"CPU flags unknown ({e})") from None
+        if missing:
+            raise RuntimeError("CPU lacks " + ", ".join(missing))
+        source = SOURCE.read_bytes()
+        key = hashlib.sha256(source + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:24]
+        target = cache_dir() / f"attention_kernel-{key}.so"
+        if not target.exists():
+            _build(SOURCE, target)
+        # torch is imported, so its libgomp.so.1 is loaded: the library's libgomp.so.1
+        # dependency resolves to it (one OpenMP runtime, one thread pool).
+        lib = ctypes.CDLL(str(target))  # CDLL, not PyDLL: calls release the GIL
+        fn = lib.attention_bf16
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 16 + [ctypes.c_double, ctypes.c_int]
+        library_path = target
+        return fn
+    except Exception as e:  # noqa: BLE001 (any failure means: fall back)
+        unavailable_reason = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_available() -> bool:
+    """True if the CPU has AVX512-BF16 and the kernel compiled and loaded (cached)."""
+    return _load() is not None
+
+
+def clear_caches() -> None:
+    """Forget the probe (tests; after changing the compiler or cache directory)."""
+    global unavailable_reason, library_path
+    kernel_available.cache_clear()
+    _load.cache_clear()
+    unavailable_reason = library_path = None
+
+
+def describe() -> str:
+    """One line for ``transunet info``-style reports."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return f"disabled ({ENV_SWITCH}=0)"
+    if kernel_available():
+        return f"AVX512-BF16 kernel ({library_path})"
+    return f"unavailable ({unavailable_reason}); using scaled_dot_product_attention"
+
+
+def _bf16_cpu(t) -> bool:
+    return (isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 and t.device.type == "cpu"
+            and t.dim() == 4 and t.stride(-1) == 1)
+
+
+def _injective(t: torch.Tensor) -> bool:
+    """No two indices of ``t`` address the same element (so it can be written in parallel)."""
+    dims = sorted((t.stride(i), t.size(i)) for i in range(t.dim()) if t.size(i) > 1)
+    extent = 1
+    for stride, size in dims:
+        if stride < extent:
+            return False
+        extent = stride * size
+    return True
+
+
+def _kernel_takes(q, k, v, out) -> bool:
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    if not (_bf16_cpu(q) and _bf16_cpu(k) and _bf16_cpu(v)):
+        return False
+    if not (q.shape == k.shape == v.shape):  # self-attention shapes only
+        return False
+    B, H, N, D = q.shape
+    if N < 1 or D < 2 or D > 256 or D % 2 or N > (1 << 24):
+        return False
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return False
+    if out is not None:
+        if not (_bf16_cpu(out) and out.shape == q.shape and _injective(out)):
+            return False
+        if out.requires_grad and torch.is_grad_enabled():
+            return False
+        ptr = out.untyped_storage().data_ptr()
+        if any(t.untyped_storage().data_ptr() == ptr for t in (q, k, v)):
+            return False  # writing over inputs still being read
+    return kernel_available()
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(q k^T * scale, dim=-1) v`` for (B, H, N, D) tensors; scale default ``D ** -0.5``.
+
+    Same as ``F.scaled_dot_product_attention(q, k, v, scale=scale)``. The kernel takes bf16 CPU
+    tensors of one shape (views with stride 1 along D, e.g. permuted from a (B, N, 3, H, D)
+    qkv tensor: no copies), even D <= 256, no autograd; anything else goes to
+    ``scaled_dot_product_attention``. ``out``: a (B, H, N, D) bf16 view written in place (e.g.
+    ``buf.view(B, N, H, D).transpose(1, 2)`` of a (B, N, H*D) buffer), returned. Runs on
+    ``torch.get_num_threads()`` threads, parallel over (b, h).
+    """
+    if _kernel_takes(q, k, v, out):
+        B, H, N, D = q.shape
+        if out is None:
+            out = torch.empty((B, H, N, D), dtype=torch.bfloat16)
+        if B * H:
+            s = D ** -0.5 if scale is None else float(scale)
+            status = _load()(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, H, N, D,
+                             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+                             s, torch.get_num_threads())
+            if status == 0:
+                return out
+        else:
+            return out
+    res = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if out is None:
+        return res
+    return out.copy_(res)
