@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from transunet_app.inference import fast_attention
+from transunet_app.kernels import attention as fast_attention
 
 
 def inputs(shape, score_std: float, seed: int = 0):

@@ -24,6 +24,9 @@ def run(args) -> int:
 
     print(f"CPU: {torch.get_num_threads()} threads, {cap}, bf16 hardware: {bf16_hardware()}; "
           f"CUDA: {'yes, ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
+    from ..kernels import attention
+
+    print(f"bf16 attention: {attention.describe()}")
     print("\nmodels:")
     for name in list_models():
         spec = get_spec(name)

@@ -3,7 +3,7 @@
 At the ViT-B shape of R50-ViT-B_16 (q, k, v of (8, 12, 196, 64) bf16) torch's CPU flash kernel
 (``F.scaled_dot_product_attention``) reaches ~75 GFLOP/s on one core; the explicit bf16
 ``softmax(q @ k^T) @ v`` is faster but rounds the scores to bf16 (4x the error). The C kernel
-in ``attention_kernel.c`` does both products with ``vdpbf16ps`` (fp32 accumulation), keeps the
+in ``attention.c`` does both products with ``vdpbf16ps`` (fp32 accumulation), keeps the
 scores and the softmax in fp32 and rounds only the probabilities (for P.V) and the output to
 bf16, like the flash kernel: same accuracy against a float64 reference, ~5x faster
 (``tools/bench_attention.py``).
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-SOURCE = Path(__file__).with_name("attention_kernel.c")
+SOURCE = Path(__file__).with_name("attention.c")
 #: No -march=native: the library must run on any CPU with these extensions (a cache directory
 #: may be shared by machines of different models).
 CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
@@ -105,7 +105,7 @@ def _load():
             raise RuntimeError("CPU lacks " + ", ".join(missing))
         source = SOURCE.read_bytes()
         key = hashlib.sha256(source + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:24]
-        target = cache_dir() / f"attention_kernel-{key}.so"
+        target = cache_dir() / f"attention-{key}.so"
         if not target.exists():
             _build(SOURCE, target)
         # torch is imported, so its libgomp.so.1 is loaded: the library's libgomp.so.1

@@ -1,7 +1,7 @@
 /*
  * bf16 attention for one CPU socket with AVX512-BF16: out = softmax(q k^T * scale, dim=-1) v.
  *
- * Built by fast_attention.py (gcc -O3 -fopenmp -mavx512f -mavx512bw -mavx512vl -mavx512bf16
+ * Built by attention.py (gcc -O3 -fopenmp -mavx512f -mavx512bw -mavx512vl -mavx512bf16
  * -mfma) and called through ctypes. Tensors are (B, H, N, D) of bf16 (uint16 bit patterns)
  * with arbitrary element strides for B, H, N and stride 1 along D.
  *
