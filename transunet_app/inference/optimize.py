@@ -292,6 +292,10 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         # channel (most of bf16's logit error on a trained model).
         cast_outside_islands(model, dtype, keep=_float32_bias if fuse else None)
     model.to(memory_format=torch.channels_last)
+    if precision == "bf16" and device.type == "cpu":
+        from ..kernels.attention import kernel_available
+
+        kernel_available()  # compiled (once per machine, ~2 s) while the model loads, not mid-run
     if fuse:
         fuse_for_onednn(model, dtype)
         if precision != "fp32":
