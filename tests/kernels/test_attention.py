@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from transunet_app.kernels import attention as fa
+from transunet_app.kernels import native
 
 SHAPES = [(8, 12, 196, 64), (2, 3, 1, 64), (1, 2, 17, 32), (2, 4, 50, 64), (1, 1, 197, 128)]
 
@@ -191,7 +192,7 @@ def fresh_probe(monkeypatch, tmp_path):
 
 
 def test_fallback_no_compiler(monkeypatch, fresh_probe):
-    monkeypatch.setattr(fa, "COMPILER_NAMES", ("no-such-compiler-xyz",))
+    monkeypatch.setattr(native, "COMPILER_NAMES", ("no-such-compiler-xyz",))
     assert fa.kernel_available() is False
     assert "no C compiler" in fa.unavailable_reason
     assert "unavailable" in fa.describe()
@@ -203,7 +204,7 @@ def test_fallback_compile_error(monkeypatch, fresh_probe):
     bad = fresh_probe / "bad.c"
     bad.write_text('#error "deliberately broken"\n')
     monkeypatch.setattr(fa, "SOURCE", bad)
-    if fa._compiler() is None:
+    if native.compiler() is None:
         pytest.skip("no C compiler")
     assert fa.kernel_available() is False
     assert "deliberately broken" in fa.unavailable_reason

@@ -8,10 +8,8 @@ scores and the softmax in fp32 and rounds only the probabilities (for P.V) and t
 bf16, like the flash kernel: same accuracy against a float64 reference, ~5x faster
 (``tools/bench_attention.py``).
 
-The kernel is compiled on first use with the system C compiler into
-``$TRANSUNET_APP_CACHE`` (default ``~/.cache/transunet_app/``), keyed by the SHA-256 of the
-source and the flags, and loaded with ctypes (which releases the GIL during the call). Any
-failure (CPU without avx512_bf16, no compiler, compile or load error) leaves
+The kernel is compiled on first use and loaded by :mod:`.native` (cached, ctypes: the GIL is
+released during the call). Any failure (CPU without avx512_bf16, no compiler, compile or load error) leaves
 :data:`unavailable_reason` set and :func:`attention` falls back to
 ``F.scaled_dot_product_attention``; nothing here raises for that.
 ``TRANSUNET_APP_FAST_ATTENTION=0`` disables the kernel.
@@ -20,25 +18,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from . import native
+
 SOURCE = Path(__file__).with_name("attention.c")
-#: No -march=native: the library must run on any CPU with these extensions (a cache directory
-#: may be shared by machines of different models).
-CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
-          "-mavx512bf16", "-mfma")
-#: Compilers tried in order (gcc first: the flags, and libgomp as torch's OpenMP runtime, are gcc's).
-COMPILER_NAMES = ("gcc", "cc")
-#: CPU flags (Linux /proc/cpuinfo) the kernel needs.
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
 ENV_SWITCH = "TRANSUNET_APP_FAST_ATTENTION"
 
 #: Why the kernel is not used (None while it is available or not yet probed).
@@ -47,70 +35,13 @@ unavailable_reason: str | None = None
 library_path: Path | None = None
 
 
-def cache_dir() -> Path:
-    """Directory of compiled libraries: ``$TRANSUNET_APP_CACHE`` or ``~/.cache/transunet_app``."""
-    env = os.environ.get("TRANSUNET_APP_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "transunet_app"
-
-
-def _cpu_flags() -> set[str]:
-    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def _compiler() -> str | None:
-    for name in COMPILER_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _build(source: Path, target: Path) -> None:
-    """Compile ``source`` into ``target`` atomically (temporary name in the same directory,
-    then rename: a concurrent process sees either no file or a complete one)."""
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError(f"no C compiler found (tried {', '.join(COMPILER_NAMES)})")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *CFLAGS, str(source), "-o", tmp], capture_output=True,
-                              text=True, timeout=120)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            raise RuntimeError(f"{Path(cc).name} failed ({proc.returncode}): " + " | ".join(tail))
-        os.chmod(tmp, 0o755)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 @functools.lru_cache(maxsize=None)
 def _load():
     """The kernel's ctypes function, or None (reason in :data:`unavailable_reason`)."""
     global unavailable_reason, library_path
     unavailable_reason = library_path = None
     try:
-        try:
-            missing = [f for f in CPU_FLAGS if f not in _cpu_flags()]
-        except OSError as e:
-            raise RuntimeError(f"CPU flags unknown ({e})") from None
-        if missing:
-            raise RuntimeError("CPU lacks " + ", ".join(missing))
-        source = SOURCE.read_bytes()
-        key = hashlib.sha256(source + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:24]
-        target = cache_dir() / f"attention-{key}.so"
-        if not target.exists():
-            _build(SOURCE, target)
-        # torch is imported, so its libgomp.so.1 is loaded: the library's libgomp.so.1
-        # dependency resolves to it (one OpenMP runtime, one thread pool).
-        lib = ctypes.CDLL(str(target))  # CDLL, not PyDLL: calls release the GIL
+        lib, target = native.load(SOURCE)
         fn = lib.attention_bf16
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 16 + [ctypes.c_double, ctypes.c_int]

@@ -1,0 +1,89 @@
+"""Build and load this package's C kernels: compiled on first use, cached, loaded with ctypes.
+
+A kernel's C file is compiled with the system C compiler into ``$TRANSUNET_APP_CACHE``
+(default ``~/.cache/transunet_app/``) under a name keyed by the SHA-256 of the source and the
+flags, written to a temporary name and renamed (two processes compiling at once see either no
+library or a whole one), and loaded with ctypes: calls through ``ctypes.CDLL`` release the
+GIL, so the inference streams (threads) run kernels side by side. No ``-march=native``: a
+cache directory may be shared by machines of different models, so the flags name exactly the
+extensions the kernels use, and :func:`load` checks that this CPU has them.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
+          "-mavx512bf16", "-mfma")
+#: Compilers tried in order (gcc first: the flags, and libgomp as torch's OpenMP runtime, are gcc's).
+COMPILER_NAMES = ("gcc", "cc")
+#: CPU flags (Linux /proc/cpuinfo) the kernels need.
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+
+
+def cache_dir() -> Path:
+    """Directory of compiled libraries: ``$TRANSUNET_APP_CACHE`` or ``~/.cache/transunet_app``."""
+    env = os.environ.get("TRANSUNET_APP_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "transunet_app"
+
+
+def compiler() -> str | None:
+    for name in COMPILER_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _build(source: Path, target: Path) -> None:
+    """Compile ``source`` into ``target`` atomically."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError(f"no C compiler found (tried {', '.join(COMPILER_NAMES)})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, str(source), "-o", tmp], capture_output=True,
+                              text=True, timeout=120)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"{Path(cc).name} failed ({proc.returncode}): " + " | ".join(tail))
+        os.chmod(tmp, 0o755)  # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(source: Path) -> tuple[ctypes.CDLL, Path]:
+    """The compiled ``source`` (built now if not cached) and its path.
+
+    Raises:
+        RuntimeError: the CPU lacks an extension the kernels use, no compiler, a compile or
+            load error (the message says which).
+    """
+    from ..inference.precision import cpu_flags
+
+    have = cpu_flags()
+    if not have:
+        raise RuntimeError("CPU flags unknown (no /proc/cpuinfo)")
+    missing = [f for f in CPU_FLAGS if f not in have]
+    if missing:
+        raise RuntimeError("CPU lacks " + ", ".join(missing))
+    code = Path(source).read_bytes()
+    key = hashlib.sha256(code + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:24]
+    target = cache_dir() / f"{Path(source).stem}-{key}.so"
+    if not target.exists():
+        _build(Path(source), target)
+    try:
+        # torch is imported, so its libgomp.so.1 is loaded: the library's libgomp.so.1
+        # dependency resolves to it (one OpenMP runtime, one thread pool).
+        return ctypes.CDLL(str(target)), target
+    except OSError as e:
+        raise RuntimeError(f"cannot load {target}: {e}") from None
