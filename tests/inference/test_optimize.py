@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from transunet_app.inference.low_res_decoder import LowResolutionUpConvBlock
 from transunet_app.inference.onednn import OneDNNConv2d, OneDNNLinear, onednn_available
 from transunet_app.inference.optimize import (Float32Head, Float32Island, GreyStemConv,
                                               find_stem, prepare_for_inference)
@@ -120,6 +121,8 @@ def test_bf16_model_runs_stem_biases_and_head_in_float32(name):
                   for t in list(isl.parameters()) + list(isl.buffers())}
     fused = [m for m in b16.modules() if isinstance(m, (OneDNNConv2d, OneDNNLinear))]
     fused_bias = {id(m.bias) for m in fused if m.bias is not None}
+    # a low-resolution decoder block adds its (folded) bias in float32 inside its kernel
+    fused_bias |= {id(m.bias) for m in b16.modules() if isinstance(m, LowResolutionUpConvBlock)}
     if onednn_available():
         assert fused and all(m.weight.dtype == torch.bfloat16 for m in fused)
         assert fused_bias and all(m.bias.dtype == torch.float32 for m in fused if m.bias is not None)

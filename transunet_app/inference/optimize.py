@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.utils import fuse_conv_bn_weights
 
 from ..models.layers import DepthwiseConv2d
+from .low_res_decoder import lower_decoder_upsampling
 from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn, onednn_available
 from .precision import torch_dtype
 
@@ -252,7 +253,7 @@ def _fused_layer(module: nn.Module, name: str) -> bool:
 
 def prepare_for_inference(model: nn.Module, device: torch.device, precision: str,
                           copy_model: bool = False, fuse: bool = True, float32_stem: bool = True,
-                          float32_modules=()) -> nn.Module:
+                          float32_modules=(), low_res_decoder: bool = True) -> nn.Module:
     """An eval-mode, folded, channels_last model on ``device`` in the resolved ``precision``.
 
     Args:
@@ -265,6 +266,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         float32_stem: for bf16/fp16, run the stem in float32 (see the module notes).
         float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
             ``"decoder.blocks.3"``; for measurements, see tools/check_bf16_agreement.py).
+        low_res_decoder: for bf16 on CPU (with ``fuse``), decoder blocks convolve their
+            upsampled input at low resolution (:mod:`.low_res_decoder`).
 
     Returns:
         The prepared model (``requires_grad`` off everywhere). Its ``input_dtype`` attribute
@@ -300,4 +303,6 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         fuse_for_onednn(model, dtype)
         if precision != "fp32":
             cast_outside_islands(model, dtype, keep=_fused_layer)  # layers oneDNN did not take
+        if precision == "bf16" and low_res_decoder:
+            lower_decoder_upsampling(model)
     return model
