@@ -35,15 +35,18 @@ def kernel():
         pytest.skip(f"upsampled_taps kernel unavailable: {ut.unavailable_reason}")
 
 
-@pytest.mark.parametrize("shape", [(2, 9 * 16, 7, 5), (3, 9 * 256, 14, 14), (1, 9 * 64, 56, 56),
-                                   (2, 9 * 144, 5, 9), (1, 9 * 16, 1, 3)])
+@pytest.mark.parametrize("shape, size", [((2, 9 * 16, 7, 5), None), ((3, 9 * 256, 14, 14), None),
+                                         ((1, 9 * 64, 56, 56), None), ((2, 9 * 144, 5, 9), None),
+                                         ((1, 9 * 16, 1, 3), None), ((2, 9 * 32, 9, 6), (17, 6)),
+                                         ((1, 9 * 16, 4, 4), (31, 9))])
 @pytest.mark.parametrize("relu", [False, True])
-def test_kernel_rounds_the_exact_sum_once(kernel, shape, relu):
+def test_kernel_rounds_the_exact_sum_once(kernel, shape, size, relu):
     torch.manual_seed(1)
     z = torch.randn(shape).bfloat16().contiguous(memory_format=torch.channels_last)
     c = shape[1] // 9
     bias = torch.randn(c)
-    size = (2 * shape[2], 2 * shape[3])
+    size = size or (2 * shape[2], 2 * shape[3])
+    assert ut.kernel_takes(z, size)
     out = ut.upsampled_taps(z, size, bias, relu)
     assert out.dtype == torch.bfloat16 and out.shape == (shape[0], c, *size)
     assert out.is_contiguous(memory_format=torch.channels_last)
@@ -71,9 +74,17 @@ def test_kernel_is_deterministic_across_threads(kernel):
 
 def test_other_inputs_take_the_reference():
     z = torch.randn(1, 9 * 6, 4, 4).bfloat16().contiguous(memory_format=torch.channels_last)
-    assert not ut.kernel_takes(z)  # 6 channels: not a multiple of 16
+    assert not ut.kernel_takes(z, (8, 8))  # 6 channels: not a multiple of 16
     out = ut.upsampled_taps(z, (8, 8))
     assert torch.equal(out, ut.upsampled_taps_reference(z, (8, 8)))
     z32 = torch.randn(1, 9 * 16, 4, 4)
-    assert not ut.kernel_takes(z32)
+    assert not ut.kernel_takes(z32, (8, 8))
     assert torch.allclose(ut.upsampled_taps(z32, (8, 8)), ut.upsampled_taps_reference(z32, (8, 8)))
+
+
+def test_downsampling_takes_the_reference():
+    """The kernel's row ring assumes upsampling; a smaller output goes to the reference."""
+    z = torch.randn(1, 9 * 16, 12, 10).bfloat16().contiguous(memory_format=torch.channels_last)
+    assert not ut.kernel_takes(z, (5, 10))
+    assert torch.equal(ut.upsampled_taps(z, (5, 10)),
+                       ut.upsampled_taps_reference(z, (5, 10)).contiguous(memory_format=torch.channels_last))

@@ -74,8 +74,11 @@ def upsampled_taps_reference(z: torch.Tensor, size: tuple[int, int], bias: torch
     return out.relu() if relu else out
 
 
-def kernel_takes(z: torch.Tensor) -> bool:
+def kernel_takes(z: torch.Tensor, size: tuple[int, int]) -> bool:
+    """Whether :func:`upsampled_taps` runs the C kernel: channels-last bf16 CPU ``z`` with C a
+    multiple of 16, upsampling (``size`` at least z's), no autograd."""
     return (z.dtype == torch.bfloat16 and z.device.type == "cpu" and z.dim() == 4
+            and size[0] >= z.shape[2] and size[1] >= z.shape[3]
             and z.shape[1] % (9 * 16) == 0 and z.is_contiguous(memory_format=torch.channels_last)
             and not (torch.is_grad_enabled() and z.requires_grad) and kernel_available())
 
@@ -84,8 +87,8 @@ def upsampled_taps(z: torch.Tensor, size: tuple[int, int], bias: torch.Tensor | 
                    relu: bool = False) -> torch.Tensor:
     """:func:`upsampled_taps_reference` computed by the C kernel for channels-last bf16 ``z``
     with C a multiple of 16 (fp32 sums, the output rounded to bf16 once), else by the
-    reference. Output (B, C, H, W) channels-last; ``bias`` float32."""
-    if not kernel_takes(z):
+    reference (:func:`kernel_takes`). Output (B, C, H, W) channels-last; ``bias`` float32."""
+    if not kernel_takes(z, size):
         return upsampled_taps_reference(z, size, bias, relu).contiguous(
             memory_format=torch.channels_last)
     b, c9, h, w = z.shape
