@@ -8,13 +8,24 @@ from transunet_app.inference import upsampled_argmax as module
 from transunet_app.inference.upsampled_argmax import upsampled_argmax
 
 
-@pytest.fixture(params=["exact path everywhere", "default"])
+@pytest.fixture(params=["C kernel", "torch, exact path everywhere", "torch, default"])
 def exact_path(request, monkeypatch):
-    """Run a test with the plain-path fallback for noisy scores off (every disagreeing cell
-    interpolated, however many) and with the default threshold."""
-    if request.param != "default":
+    """Run a test with the C kernel, and with the torch implementation with the plain-path
+    fallback for noisy scores off (every disagreeing cell interpolated, however many) and
+    with its default threshold."""
+    if request.param == "C kernel":
+        if not module.native.kernel_available():
+            pytest.skip(f"kernel unavailable: {module.native.unavailable_reason}")
+    else:
+        monkeypatch.setattr(module.native, "kernel_takes", lambda *a: False)
+    if request.param == "torch, exact path everywhere":
         monkeypatch.setattr(module, "MAX_UNSURE", 1.0)
     return request.param
+
+
+@pytest.fixture
+def torch_only(monkeypatch):
+    monkeypatch.setattr(module.native, "kernel_takes", lambda *a: False)
 
 
 def _plain(scores, size):
@@ -53,6 +64,30 @@ def test_equal_to_interpolate_then_argmax(shape, size, exact_path):
     _assert_equal_but_near_ties(scores.contiguous(memory_format=torch.channels_last), size)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_noisy_scores_of_an_untrained_model(exact_path, layout):
+    """Labels that change from pixel to pixel: most output pixels are interpolated."""
+    scores = torch.randn(2, 9, 56, 56, generator=torch.Generator().manual_seed(3))
+    if layout == "channels_last":
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    _assert_equal_but_near_ties(scores, (128, 128))
+
+
+def test_kernel_is_deterministic_across_threads():
+    if not module.native.kernel_available():
+        pytest.skip(f"kernel unavailable: {module.native.unavailable_reason}")
+    scores = _smooth_scores(4, 9, 64, 64).contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = upsampled_argmax(scores, (150, 150))
+        torch.set_num_threads(2)
+        two = upsampled_argmax(scores, (150, 150))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
 def test_every_cell_disagreeing(exact_path):
     # a checkerboard of winners: no 2x2 cell agrees, every output pixel is interpolated
     b, k, h, w = 1, 3, 12, 10
@@ -71,7 +106,7 @@ def test_ties_go_to_the_lowest_class_as_argmax(exact_path):
     assert torch.all(out == 1)
 
 
-def test_noisy_scores_take_the_plain_path(monkeypatch):
+def test_noisy_scores_take_the_plain_path(monkeypatch, torch_only):
     smooth = F.interpolate(torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(0)),
                            size=(96, 96), mode="bilinear", align_corners=False)  # large regions
     noisy = torch.randn(1, 4, 48, 48, generator=torch.Generator().manual_seed(0))
@@ -84,7 +119,7 @@ def test_noisy_scores_take_the_plain_path(monkeypatch):
     assert len(calls) == 3                    # reference + fallback
 
 
-def test_downsampling_and_many_classes_take_the_plain_path():
+def test_downsampling_and_many_classes_take_the_plain_path(exact_path):
     scores = _smooth_scores(1, 5, 40, 40)
     torch.testing.assert_close(upsampled_argmax(scores, (20, 50)), _plain(scores, (20, 50))[1])
     many = _smooth_scores(1, 140, 8, 8)

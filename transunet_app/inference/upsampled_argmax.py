@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..kernels import upsampled_argmax as native
+
 
 #: Above this share of source cells with disagreeing corners the plain path is cheaper (the
 #: exact path costs ~0.6 us per output pixel at one thread; interpolate + argmax ~0.07 us for
@@ -52,9 +54,21 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
         size: (H, W) output size.
 
     Returns:
-        (B, H, W) uint8 labels. Downsampling (H < h or W < w), K > 128 and scores whose
-        labels change in more than :data:`MAX_UNSURE` of the source cells take the plain path.
+        (B, H, W) uint8 labels. float32 CPU scores go through the C kernel
+        (:mod:`transunet_app.kernels.upsampled_argmax`, the same algorithm in one pass) where
+        it is available; elsewhere :func:`upsampled_argmax_torch`, where downsampling
+        (H < h or W < w), K > 128 and scores whose labels change in more than
+        :data:`MAX_UNSURE` of the source cells take the plain path.
     """
+    big_h, big_w = int(size[0]), int(size[1])
+    if native.kernel_takes(scores, (big_h, big_w)):
+        return native.upsampled_argmax(scores, (big_h, big_w))  # the same, in one C pass
+    return upsampled_argmax_torch(scores, (big_h, big_w))
+
+
+def upsampled_argmax_torch(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`upsampled_argmax` in torch operations (any device and dtype; the cross-check of
+    the C kernel)."""
     b, k, h, w = scores.shape
     big_h, big_w = int(size[0]), int(size[1])
     if big_h < h or big_w < w or k > 128 or min(h, w) < 1:
