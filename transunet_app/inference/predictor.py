@@ -172,6 +172,10 @@ class SlicePredictor:
         self.streams = None if streams is None else max(1, int(streams))
         self.tta = bool(tta)
         self.model = prepare_for_inference(model, device, precision, copy_model=copy_model)
+        if device.type == "cpu":
+            from ..kernels.upsampled_argmax import kernel_available
+
+            kernel_available()  # its one-time compile while the model loads, not mid-run
         # float32 when the model's stem runs in float32 (bf16 would round the [0, 1] input)
         self.input_dtype = getattr(self.model, "input_dtype", self.dtype)
         self.num_classes = int(self.model.num_classes)
