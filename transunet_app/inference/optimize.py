@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn.utils import fuse_conv_bn_weights
 
 from ..models.layers import DepthwiseConv2d
+from .fused_resnet import fuse_resnet_group_norms
 from .low_res_decoder import lower_decoder_upsampling
 from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn, onednn_available
 from .precision import torch_dtype
@@ -267,7 +268,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
             ``"decoder.blocks.3"``; for measurements, see tools/check_bf16_agreement.py).
         low_res_decoder: for bf16 on CPU (with ``fuse``), decoder blocks convolve their
-            upsampled input at low resolution (:mod:`.low_res_decoder`).
+            upsampled input at low resolution (:mod:`.low_res_decoder`). (With ``fuse``, R50's
+            GroupNorms also take the following addition and ReLU: :mod:`.fused_resnet`.)
 
     Returns:
         The prepared model (``requires_grad`` off everywhere). Its ``input_dtype`` attribute
@@ -305,4 +307,6 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
             cast_outside_islands(model, dtype, keep=_fused_layer)  # layers oneDNN did not take
         if precision == "bf16" and low_res_decoder:
             lower_decoder_upsampling(model)
+        if precision == "bf16":
+            fuse_resnet_group_norms(model)
     return model
