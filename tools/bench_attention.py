@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     shapes = args.shape or [[8, 12, 196, 64]]
     if not fast_attention.kernel_available():
-        print(f"kernel unavailable: {fast_attention.unavailable_reason} (ours = SDPA fallback)")
+        print(f"kernel unavailable: {fast_attention.unavailable_reason()} (ours = SDPA fallback)")
 
     # other processes on the 2 cores distort the 2-thread rows most: say how busy the machine was
     print(f"load average before: {os.getloadavg()[0]:.2f}; torch {torch.__version__}")

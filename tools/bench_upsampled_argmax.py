@@ -72,7 +72,7 @@ def main() -> None:
     variants = {"interpolate + argmax": plain, "upsampled_argmax (torch ops)": ours_torch,
                 "upsampled_argmax": ours}
     if not kernel.kernel_takes(scores, size):
-        print(f"C kernel not used ({kernel.unavailable_reason}): upsampled_argmax = torch ops")
+        print(f"C kernel not used ({kernel.unavailable_reason()}): upsampled_argmax = torch ops")
     ref, new = plain().to(torch.uint8), ours()
     assert torch.equal(new, ours_torch()) or (new != ours_torch()).float().mean() < 1e-4
     times = {name: [] for name in variants}

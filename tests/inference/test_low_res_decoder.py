@@ -13,7 +13,7 @@ from transunet_app.models.decoder import DecoderBlock
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.skipif(not upsampled_taps.kernel_available(),
-                                reason=f"kernel unavailable: {upsampled_taps.unavailable_reason}")
+                                reason=f"kernel unavailable: {upsampled_taps.unavailable_reason()}")
 
 
 def _pair(name, size):

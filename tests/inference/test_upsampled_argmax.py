@@ -15,7 +15,7 @@ def exact_path(request, monkeypatch):
     with its default threshold."""
     if request.param == "C kernel":
         if not module.native.kernel_available():
-            pytest.skip(f"kernel unavailable: {module.native.unavailable_reason}")
+            pytest.skip(f"kernel unavailable: {module.native.unavailable_reason()}")
     else:
         monkeypatch.setattr(module.native, "kernel_takes", lambda *a: False)
     if request.param == "torch, exact path everywhere":
@@ -75,7 +75,7 @@ def test_noisy_scores_of_an_untrained_model(exact_path, layout):
 
 def test_kernel_is_deterministic_across_threads():
     if not module.native.kernel_available():
-        pytest.skip(f"kernel unavailable: {module.native.unavailable_reason}")
+        pytest.skip(f"kernel unavailable: {module.native.unavailable_reason()}")
     scores = _smooth_scores(4, 9, 64, 64).contiguous(memory_format=torch.channels_last)
     before = torch.get_num_threads()
     try:

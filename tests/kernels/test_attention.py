@@ -29,7 +29,7 @@ def private_cache(tmp_path_factory):
 @pytest.fixture
 def kernel():
     if not fa.kernel_available():
-        pytest.skip(f"attention kernel unavailable: {fa.unavailable_reason}")
+        pytest.skip(f"attention kernel unavailable: {fa.unavailable_reason()}")
 
 
 def qkv_inputs(shape, score_std=1.0, layout="qkv", seed=0):
@@ -194,7 +194,7 @@ def fresh_probe(monkeypatch, tmp_path):
 def test_fallback_no_compiler(monkeypatch, fresh_probe):
     monkeypatch.setattr(native, "COMPILER_NAMES", ("no-such-compiler-xyz",))
     assert fa.kernel_available() is False
-    assert "no C compiler" in fa.unavailable_reason
+    assert "no C compiler" in fa.unavailable_reason()
     assert "unavailable" in fa.describe()
     q, k, v = qkv_inputs((2, 3, 50, 64))
     assert torch.equal(fa.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
@@ -203,11 +203,11 @@ def test_fallback_no_compiler(monkeypatch, fresh_probe):
 def test_fallback_compile_error(monkeypatch, fresh_probe):
     bad = fresh_probe / "bad.c"
     bad.write_text('#error "deliberately broken"\n')
-    monkeypatch.setattr(fa, "SOURCE", bad)
+    monkeypatch.setattr(fa._kernel, "source", bad)
     if native.compiler() is None:
         pytest.skip("no C compiler")
     assert fa.kernel_available() is False
-    assert "deliberately broken" in fa.unavailable_reason
+    assert "deliberately broken" in fa.unavailable_reason()
     assert not list((fresh_probe / "cache").glob("*.so")), "no half-written library left behind"
     q, k, v = qkv_inputs((1, 2, 17, 32))
     assert torch.equal(fa.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))

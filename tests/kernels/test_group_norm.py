@@ -12,7 +12,7 @@ CL = torch.channels_last
 @pytest.fixture
 def kernel():
     if not gk.kernel_available():
-        pytest.skip(f"group_norm kernel unavailable: {gk.unavailable_reason}")
+        pytest.skip(f"group_norm kernel unavailable: {gk.unavailable_reason()}")
 
 
 @pytest.mark.parametrize("shape, groups", [((2, 64, 11, 9), 32), ((3, 256, 7, 7), 256),

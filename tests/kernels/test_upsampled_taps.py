@@ -32,7 +32,7 @@ def test_convolution_of_upsampled_map_equals_low_resolution_taps(shape):
 @pytest.fixture
 def kernel():
     if not ut.kernel_available():
-        pytest.skip(f"upsampled_taps kernel unavailable: {ut.unavailable_reason}")
+        pytest.skip(f"upsampled_taps kernel unavailable: {ut.unavailable_reason()}")
 
 
 @pytest.mark.parametrize("shape, size", [((2, 9 * 16, 7, 5), None), ((3, 9 * 256, 14, 14), None),

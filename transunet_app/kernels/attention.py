@@ -10,14 +10,13 @@ bf16, like the flash kernel: same accuracy against a float64 reference, ~5x fast
 
 The kernel is compiled on first use and loaded by :mod:`.native` (cached, ctypes: the GIL is
 released during the call). Any failure (CPU without avx512_bf16, no compiler, compile or load error) leaves
-:data:`unavailable_reason` set and :func:`attention` falls back to
+:func:`unavailable_reason` set and :func:`attention` falls back to
 ``F.scaled_dot_product_attention``; nothing here raises for that.
 ``TRANSUNET_APP_FAST_ATTENTION=0`` disables the kernel.
 """
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 from pathlib import Path
 
@@ -29,41 +28,23 @@ from . import native
 SOURCE = Path(__file__).with_name("attention.c")
 ENV_SWITCH = "TRANSUNET_APP_FAST_ATTENTION"
 
-#: Why the kernel is not used (None while it is available or not yet probed).
-unavailable_reason: str | None = None
-#: Path of the loaded library (None if not loaded).
-library_path: Path | None = None
+_kernel = native.Kernel(SOURCE, "attention_bf16",
+                        [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 16 + [ctypes.c_double, ctypes.c_int])
 
 
-@functools.lru_cache(maxsize=None)
-def _load():
-    """The kernel's ctypes function, or None (reason in :data:`unavailable_reason`)."""
-    global unavailable_reason, library_path
-    unavailable_reason = library_path = None
-    try:
-        lib, target = native.load(SOURCE)
-        fn = lib.attention_bf16
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 16 + [ctypes.c_double, ctypes.c_int]
-        library_path = target
-        return fn
-    except Exception as e:  # noqa: BLE001 (any failure means: fall back)
-        unavailable_reason = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
-        return None
-
-
-@functools.lru_cache(maxsize=None)
 def kernel_available() -> bool:
     """True if the CPU has AVX512-BF16 and the kernel compiled and loaded (cached)."""
-    return _load() is not None
+    return _kernel.available()
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernel is not used (None while it is available or not yet probed)."""
+    return _kernel.reason
 
 
 def clear_caches() -> None:
     """Forget the probe (tests; after changing the compiler or cache directory)."""
-    global unavailable_reason, library_path
-    kernel_available.cache_clear()
-    _load.cache_clear()
-    unavailable_reason = library_path = None
+    _kernel.clear()
 
 
 def describe() -> str:
@@ -71,8 +52,8 @@ def describe() -> str:
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return f"disabled ({ENV_SWITCH}=0)"
     if kernel_available():
-        return f"AVX512-BF16 kernel ({library_path})"
-    return f"unavailable ({unavailable_reason}); using scaled_dot_product_attention"
+        return f"AVX512-BF16 kernel ({_kernel.path})"
+    return f"unavailable ({_kernel.reason}); using scaled_dot_product_attention"
 
 
 def _bf16_cpu(t) -> bool:
@@ -131,7 +112,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
             out = torch.empty((B, H, N, D), dtype=torch.bfloat16)
         if B * H:
             s = D ** -0.5 if scale is None else float(scale)
-            status = _load()(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, H, N, D,
+            status = _kernel.function()(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, H, N, D,
                              *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
                              s, torch.get_num_threads())
             if status == 0:

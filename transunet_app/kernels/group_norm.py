@@ -8,7 +8,6 @@ the ReLU, writing once.
 from __future__ import annotations
 
 import ctypes
-import functools
 from pathlib import Path
 
 import torch
@@ -18,34 +17,19 @@ from . import native
 
 SOURCE = Path(__file__).with_name("group_norm.c")
 
-#: Why the kernel is not used (None while it is available or not yet probed).
-unavailable_reason: str | None = None
-
-
-@functools.lru_cache(maxsize=None)
-def _load():
-    global unavailable_reason
-    unavailable_reason = None
-    try:
-        lib, _ = native.load(SOURCE)
-        fn = lib.group_norm_bf16
-        fn.restype = ctypes.c_int
-        fn.argtypes = ([ctypes.c_void_p] * 5 + [ctypes.c_int64] * 4
-                       + [ctypes.c_double, ctypes.c_int, ctypes.c_int])
-        return fn
-    except Exception as e:  # noqa: BLE001 (any failure means: not used)
-        unavailable_reason = str(e)
-        return None
+_kernel = native.Kernel(SOURCE, "group_norm_bf16",
+                        [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 4
+                        + [ctypes.c_double, ctypes.c_int, ctypes.c_int])
 
 
 def kernel_available() -> bool:
-    return _load() is not None
+    """True if the CPU has AVX512-BF16 and the kernel compiled and loaded (cached)."""
+    return _kernel.available()
 
 
-def clear_caches() -> None:
-    global unavailable_reason
-    _load.cache_clear()
-    unavailable_reason = None
+def unavailable_reason() -> str | None:
+    """Why the kernel is not used (None while it is available or not yet probed)."""
+    return _kernel.reason
 
 
 def _channels_last_bf16(t: torch.Tensor) -> bool:
@@ -81,9 +65,7 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: tor
     out = torch.empty_like(x, memory_format=torch.channels_last)
     w32 = (weight.detach() if weight is not None else torch.ones(c)).to(torch.float32).contiguous()
     b32 = (bias.detach() if bias is not None else torch.zeros(c)).to(torch.float32).contiguous()
-    status = _load()(x.data_ptr(), 0 if residual is None else residual.data_ptr(), out.data_ptr(),
-                     w32.data_ptr(), b32.data_ptr(), n, h * w, c, num_groups, float(eps),
-                     int(relu), torch.get_num_threads())
-    if status != 0:
-        raise RuntimeError(f"group_norm kernel failed ({status})")
+    _kernel(x.data_ptr(), 0 if residual is None else residual.data_ptr(), out.data_ptr(),
+            w32.data_ptr(), b32.data_ptr(), n, h * w, c, num_groups, float(eps),
+            int(relu), torch.get_num_threads())
     return out

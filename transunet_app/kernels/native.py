@@ -87,3 +87,46 @@ def load(source: Path) -> tuple[ctypes.CDLL, Path]:
         return ctypes.CDLL(str(target)), target
     except OSError as e:
         raise RuntimeError(f"cannot load {target}: {e}") from None
+
+
+class Kernel:
+    """One C function of a kernel source, built and loaded on first use; never raises for that.
+
+    Args:
+        source: the C file.
+        name: the exported function.
+        argtypes: its ctypes argument types (it returns an int status, 0 = done).
+
+    :meth:`function` is the ctypes function or None; :attr:`reason` says why it is None.
+    """
+
+    def __init__(self, source: Path, name: str, argtypes):
+        self.source, self.name, self.argtypes = Path(source), name, list(argtypes)
+        self.reason: str | None = None
+        self.path: Path | None = None
+        self._fn = None
+        self._probed = False
+
+    def function(self):
+        if not self._probed:
+            self._probed = True
+            try:
+                lib, self.path = load(self.source)
+                fn = getattr(lib, self.name)
+                fn.restype, fn.argtypes = ctypes.c_int, self.argtypes
+                self._fn = fn
+            except Exception as e:  # noqa: BLE001 (any failure means: not used)
+                self.reason = str(e) if isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
+        return self._fn
+
+    def available(self) -> bool:
+        return self.function() is not None
+
+    def clear(self) -> None:
+        """Forget the probe (tests; after changing the compiler or the cache directory)."""
+        self._fn, self._probed, self.reason, self.path = None, False, None, None
+
+    def __call__(self, *args) -> None:
+        status = self.function()(*args)
+        if status != 0:
+            raise RuntimeError(f"{self.name} failed (status {status})")

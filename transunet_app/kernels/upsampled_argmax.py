@@ -10,7 +10,6 @@ code interpolates everything) against the kernel's figures in BENCHMARKS.md.
 from __future__ import annotations
 
 import ctypes
-import functools
 from pathlib import Path
 
 import torch
@@ -19,34 +18,19 @@ from . import native
 
 SOURCE = Path(__file__).with_name("upsampled_argmax.c")
 
-#: Why the kernel is not used (None while it is available or not yet probed).
-unavailable_reason: str | None = None
-
-
-@functools.lru_cache(maxsize=None)
-def _load():
-    global unavailable_reason
-    unavailable_reason = None
-    try:
-        lib, _ = native.load(SOURCE)
-        fn = lib.upsampled_argmax_f32
-        fn.restype = ctypes.c_int
-        fn.argtypes = ([ctypes.c_void_p] + [ctypes.c_int64] * 8 + [ctypes.c_void_p]
-                       + [ctypes.c_int64] * 2 + [ctypes.c_int])
-        return fn
-    except Exception as e:  # noqa: BLE001 (any failure means: not used)
-        unavailable_reason = str(e)
-        return None
+_kernel = native.Kernel(SOURCE, "upsampled_argmax_f32",
+                        [ctypes.c_void_p] + [ctypes.c_int64] * 8 + [ctypes.c_void_p]
+                        + [ctypes.c_int64] * 2 + [ctypes.c_int])
 
 
 def kernel_available() -> bool:
-    return _load() is not None
+    """True if the CPU has AVX512-BF16 and the kernel compiled and loaded (cached)."""
+    return _kernel.available()
 
 
-def clear_caches() -> None:
-    global unavailable_reason
-    _load.cache_clear()
-    unavailable_reason = None
+def unavailable_reason() -> str | None:
+    """Why the kernel is not used (None while it is available or not yet probed)."""
+    return _kernel.reason
 
 
 def kernel_takes(scores: torch.Tensor, size: tuple[int, int]) -> bool:
@@ -63,8 +47,6 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     b, k, h, w = scores.shape
     out = torch.empty((b, int(size[0]), int(size[1])), dtype=torch.uint8)
     sb, sk, sh, sw = scores.stride()
-    status = _load()(scores.data_ptr(), sb, sk, sh, sw, b, k, h, w, out.data_ptr(),
-                     int(size[0]), int(size[1]), torch.get_num_threads())
-    if status != 0:
-        raise RuntimeError(f"upsampled_argmax kernel failed ({status})")
+    _kernel(scores.data_ptr(), sb, sk, sh, sw, b, k, h, w, out.data_ptr(),
+            int(size[0]), int(size[1]), torch.get_num_threads())
     return out

@@ -10,7 +10,6 @@ does that last step: :func:`upsampled_taps` (the C kernel, bf16) and
 from __future__ import annotations
 
 import ctypes
-import functools
 from pathlib import Path
 
 import torch
@@ -20,34 +19,18 @@ from . import native
 
 SOURCE = Path(__file__).with_name("upsampled_taps.c")
 
-#: Why the kernel is not used (None while it is available or not yet probed).
-unavailable_reason: str | None = None
-
-
-@functools.lru_cache(maxsize=None)
-def _load():
-    global unavailable_reason
-    unavailable_reason = None
-    try:
-        lib, _ = native.load(SOURCE)
-        fn = lib.upsampled_taps_bf16
-        fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int, ctypes.c_int]
-        return fn
-    except Exception as e:  # noqa: BLE001 (any failure means: not used)
-        unavailable_reason = str(e)
-        return None
+_kernel = native.Kernel(SOURCE, "upsampled_taps_bf16",
+                        [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 6 + [ctypes.c_int, ctypes.c_int])
 
 
 def kernel_available() -> bool:
     """True if the CPU has AVX512-BF16 and the kernel compiled and loaded (cached)."""
-    return _load() is not None
+    return _kernel.available()
 
 
-def clear_caches() -> None:
-    global unavailable_reason
-    _load.cache_clear()
-    unavailable_reason = None
+def unavailable_reason() -> str | None:
+    """Why the kernel is not used (None while it is available or not yet probed)."""
+    return _kernel.reason
 
 
 def upsampled_taps_reference(z: torch.Tensor, size: tuple[int, int], bias: torch.Tensor | None = None,
@@ -95,8 +78,6 @@ def upsampled_taps(z: torch.Tensor, size: tuple[int, int], bias: torch.Tensor | 
     c = c9 // 9
     out = torch.empty((b, c, *size), dtype=torch.bfloat16, memory_format=torch.channels_last)
     bias32 = None if bias is None else bias.detach().to(torch.float32).contiguous()
-    status = _load()(z.data_ptr(), out.data_ptr(), 0 if bias32 is None else bias32.data_ptr(),
-                     b, h, w, c, size[0], size[1], int(relu), torch.get_num_threads())
-    if status != 0:
-        raise RuntimeError(f"upsampled_taps kernel failed ({status})")
+    _kernel(z.data_ptr(), out.data_ptr(), 0 if bias32 is None else bias32.data_ptr(),
+            b, h, w, c, size[0], size[1], int(relu), torch.get_num_threads())
     return out
