@@ -122,7 +122,7 @@ EXERCISED: dict[str, Exercise] = {
         why="an alternative spelling in prose (elided arguments) of the torchrun command above"),
     # -- backbones
     "transunet info": Exercise("verbatim", "test_info_lists_every_backbone"),
-    "python tools/bench_model.py --batches 8": Exercise(
+    "python tools/bench_model.py --batches 8 --rounds 3 --modes fp32 bf16-inference": Exercise(
         "substituted", "test_bench_model_prints_the_table",
         extra=("--models", "tiny", "--size", "32", "32", "--rounds", "1", "--modes", "fp32")),
     # -- evaluation conventions, reports
@@ -360,7 +360,7 @@ def test_info_lists_every_backbone(tmp_path):
 
 
 def test_bench_model_prints_the_table(tmp_path):
-    r = run_argv(readme_argv("python tools/bench_model.py --batches 8"), ROOT, env=_env())
+    r = run_argv(readme_argv("python tools/bench_model.py --batches 8 --rounds 3 --modes fp32 bf16-inference"), ROOT, env=_env())
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| tiny ")]
     assert len(rows) == 1 and "| fp32 | 8 |" in rows[0], r.stdout
