@@ -11,11 +11,13 @@ extensions the kernels use, and :func:`load` checks that this CPU has them.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
@@ -24,6 +26,19 @@ CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-ma
 COMPILER_NAMES = ("gcc", "cc")
 #: CPU flags (Linux /proc/cpuinfo) the kernels need.
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 def cache_dir() -> Path:
@@ -68,8 +83,6 @@ def load(source: Path) -> tuple[ctypes.CDLL, Path]:
         RuntimeError: the CPU lacks an extension the kernels use, no compiler, a compile or
             load error (the message says which).
     """
-    from ..inference.precision import cpu_flags
-
     have = cpu_flags()
     if not have:
         raise RuntimeError("CPU flags unknown (no /proc/cpuinfo)")
@@ -106,10 +119,14 @@ class Kernel:
         self.path: Path | None = None
         self._fn = None
         self._probed = False
+        self._lock = threading.Lock()  # streams may reach a kernel first at the same time
 
     def function(self):
-        if not self._probed:
-            self._probed = True
+        if self._probed:
+            return self._fn
+        with self._lock:
+            if self._probed:
+                return self._fn
             try:
                 lib, self.path = load(self.source)
                 fn = getattr(lib, self.name)
@@ -117,6 +134,7 @@ class Kernel:
                 self._fn = fn
             except Exception as e:  # noqa: BLE001 (any failure means: not used)
                 self.reason = str(e) if isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
+            self._probed = True
         return self._fn
 
     def available(self) -> bool:
