@@ -13,8 +13,7 @@ from transunet_app.data.io import Image
 from transunet_app.errors import CheckpointError, UserError
 from transunet_app.inference import (SlicePredictor, check_input, fold_batch_norm,
                                      fold_weight_standardization,
-                                     keep_largest_component, resolve_precision, segment_image)
-from transunet_app.inference import precision as precision_mod
+                                     keep_largest_component, segment_image)
 
 from .conftest import IMG_SIZE, small_phantom, tiny_checkpoint_dict
 
@@ -123,46 +122,6 @@ def test_keep_largest_component():
     lab2[1:4, 1:4, 1:4] = 0
     out2 = keep_largest_component(lab2, 9)
     assert (out2 == 2).sum() == 9  # the corner-touching voxel stays with its block
-
-
-def test_precision_auto_follows_native_bf16(monkeypatch):
-    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: True)
-    assert resolve_precision("auto", CPU) == "bf16"
-    monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", CPU) == "fp32"
-    assert resolve_precision("fp16", CPU) == "fp16"
-    with pytest.raises(UserError, match="--precision"):
-        resolve_precision("int8", CPU)
-
-
-@pytest.mark.parametrize("flags, amx, native", [
-    ("fpu avx512f avx512_bf16 amx_bf16 amx_tile", True, True),   # Sapphire Rapids
-    ("fpu avx512f avx512bw avx512_bf16 avx512_vnni", False, True),  # Zen 4/5, Cooper Lake
-    ("fpu avx2 fma avx512f avx512bw", False, False),             # Skylake-SP: bf16 emulated
-    ("", False, False),                                          # no /proc/cpuinfo
-])
-def test_bf16_detection_from_cpu_flags(monkeypatch, flags, amx, native):
-    import torch
-
-    monkeypatch.setattr(precision_mod, "cpu_flags", lambda: frozenset(flags.split()))
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    precision_mod.cpu_has_amx.cache_clear()
-    precision_mod.cpu_has_native_bf16.cache_clear()
-    try:
-        assert precision_mod.cpu_has_amx() is amx
-        assert precision_mod.cpu_has_native_bf16() is native
-    finally:
-        precision_mod.cpu_has_amx.cache_clear()
-        precision_mod.cpu_has_native_bf16.cache_clear()
-
-
-def test_cpu_flags_read_from_cpuinfo():
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        pytest.skip("no /proc/cpuinfo on this system")
-    line = next(ln for ln in path.read_text().splitlines() if ln.startswith("flags"))
-    precision_mod.cpu_flags.cache_clear()
-    assert precision_mod.cpu_flags() == frozenset(line.partition(":")[2].split())
 
 
 def test_unknown_normalisation_is_a_checkpoint_error(ckpt):

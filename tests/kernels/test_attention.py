@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from transunet_app import capabilities
 from transunet_app.kernels import attention as fa
-from transunet_app.kernels import native
 
 SHAPES = [(8, 12, 196, 64), (2, 3, 1, 64), (1, 2, 17, 32), (2, 4, 50, 64), (1, 1, 197, 128)]
 
@@ -191,8 +191,15 @@ def fresh_probe(monkeypatch, tmp_path):
     fa.clear_caches()
 
 
+#: /proc/cpuinfo flags of a CPU the kernels run on: the fallback tests fake them, so they check
+#: the fallback's reason on every machine (AVX2-only ones too).
+KERNEL_CPU = frozenset("fpu sse2 avx2 fma avx512f avx512bw avx512vl avx512dq avx512_bf16".split())
+
+
 def test_fallback_no_compiler(monkeypatch, fresh_probe):
-    monkeypatch.setattr(native, "COMPILER_NAMES", ("no-such-compiler-xyz",))
+    monkeypatch.setattr(capabilities, "_proc_cpu_flags", lambda: KERNEL_CPU)
+    monkeypatch.delenv(capabilities.PORTABLE_ENV, raising=False)
+    monkeypatch.setattr(capabilities, "COMPILER_NAMES", ("no-such-compiler-xyz",))
     assert fa.kernel_available() is False
     assert "no C compiler" in fa.unavailable_reason()
     assert "unavailable" in fa.describe()
@@ -204,8 +211,10 @@ def test_fallback_compile_error(monkeypatch, fresh_probe):
     bad = fresh_probe / "bad.c"
     bad.write_text('#error "deliberately broken"\n')
     monkeypatch.setattr(fa._kernel, "source", bad)
-    if native.compiler() is None:
-        pytest.skip("no C compiler")
+    monkeypatch.setattr(capabilities, "_proc_cpu_flags", lambda: KERNEL_CPU)
+    monkeypatch.delenv(capabilities.PORTABLE_ENV, raising=False)
+    if capabilities.compiler() is None:
+        pytest.skip("no C compiler on this machine (the compile error needs one)")
     assert fa.kernel_available() is False
     assert "deliberately broken" in fa.unavailable_reason()
     assert not list((fresh_probe / "cache").glob("*.so")), "no half-written library left behind"
@@ -242,3 +251,23 @@ def test_bf16_inference_models_run_the_kernel(kernel, monkeypatch, name):
         sdpa = net(x.to(net.input_dtype)).double()
     # measured 3e-4 (tiny) and 2e-5 (ViT-B_16): only the summation order differs from SDPA
     assert ((fast - sdpa).norm() / sdpa.norm()) < 3e-3
+
+
+def test_fallback_cpu_without_avx512_bf16(monkeypatch, fresh_probe):
+    """An AVX2-only CPU (faked): the kernel is not built, SDPA answers, the reason names the
+    missing extensions."""
+    monkeypatch.setattr(capabilities, "_proc_cpu_flags",
+                        lambda: frozenset("fpu sse2 avx avx2 fma f16c".split()))
+    assert fa.kernel_available() is False
+    assert "CPU lacks avx512f" in fa.unavailable_reason()
+    assert not (fresh_probe / "cache").exists(), "nothing compiled"
+    q, k, v = qkv_inputs((2, 3, 50, 64))
+    assert torch.equal(fa.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_fallback_portable_mode(monkeypatch, fresh_probe):
+    monkeypatch.setenv(capabilities.PORTABLE_ENV, "1")
+    assert fa.kernel_available() is False
+    assert "CPU lacks" in fa.unavailable_reason()
+    q, k, v = qkv_inputs((1, 2, 17, 32))
+    assert torch.equal(fa.attention(q, k, v), F.scaled_dot_product_attention(q, k, v))

@@ -181,6 +181,7 @@ def run(args) -> int:
         raise UserError("--overwrite and --skip-existing contradict each other; give one")
     if not Path(args.checkpoint).is_file():
         raise UserError(f"{args.checkpoint}: no such checkpoint file")
+    _check_device_and_precision(args)
     inputs, folder_mode = expand_inputs(args.inputs)
     shard = parse_shard(args.shard)
     if shard is not None:
@@ -244,6 +245,18 @@ def run(args) -> int:
     for src, msg in failures:
         print(f"  failed: {msg}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _check_device_and_precision(args) -> None:
+    """A device that is not there is one line before any work; a precision that runs slowly
+    on this CPU is a warning (it still runs, on plain torch layers)."""
+    from ..inference.pipeline import resolve_device
+    from ..inference.precision import precision_warning, resolve_precision
+
+    device = resolve_device(args.device)
+    note = precision_warning(resolve_precision(args.precision, device), device)
+    if note:
+        _warn(note)
 
 
 def _make_segmenter(args, jobs: int):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -57,9 +58,20 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    from ..inference.precision import cpu_has_native_bf16
+    from .. import capabilities
 
-    return torch.bfloat16 if cpu_has_native_bf16() else None
+    return torch.bfloat16 if capabilities.native_bf16() else None
+
+
+def amp_warning(mode: str, device: torch.device) -> str | None:
+    """One line when ``train.amp`` asks for a type this device runs slowly (None otherwise):
+    bf16 on a CPU without bf16 hardware, fp16 on any CPU. Training still runs (autocast on
+    plain torch layers: correct, slower than fp32)."""
+    from ..inference.precision import precision_warning
+
+    if mode not in ("bf16", "fp16"):
+        return None
+    return precision_warning(mode, device, option=f"train.amp={mode}", instead="train.amp=auto")
 
 
 class Trainer:
@@ -147,6 +159,9 @@ class Trainer:
                 model.to(memory_format=torch.channels_last)
             self.model = model
             self.amp_dtype = resolve_amp(t.amp, self.ctx.device)
+            note = amp_warning(t.amp, self.ctx.device)
+            if note and self.ctx.is_main:
+                print(f"train: warning: {note}", file=sys.stderr, flush=True)
             self.ddp = None
             if self.ctx.distributed:
                 from torch.nn.parallel import DistributedDataParallel

@@ -8,7 +8,7 @@ Public API::
     segment_image(image, predictor, class_names, ...) -> Segmentation
     check_input(image, reorientation) -> InputCheck
     keep_largest_component(labels, num_classes)
-    resolve_precision(name, device), cpu_has_amx(), cpu_has_native_bf16()
+    resolve_precision(name, device), precision_warning(precision, device)
 
 Modules import torch lazily from here, so ``segment --help`` stays instant.
 """
@@ -20,8 +20,7 @@ _EXPORTS = {
     "segment_image": "volume", "Segmentation": "volume",
     "check_input": "checks", "InputCheck": "checks",
     "keep_largest_component": "postprocess",
-    "resolve_precision": "precision", "cpu_has_amx": "precision",
-    "cpu_has_native_bf16": "precision",
+    "resolve_precision": "precision", "precision_warning": "precision",
     "prepare_for_inference": "optimize", "fold_weight_standardization": "optimize",
     "fold_batch_norm": "optimize",
     "OutputPaths": "outputs",

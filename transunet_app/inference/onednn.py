@@ -13,30 +13,28 @@ through the same ``torch.ops.mkldnn`` operators, without its minutes of compilat
 Measured in ``tools/bench_model.py`` (mode ``bf16-inference``); outputs agree with the unfused
 model to rounding (tests/inference/test_onednn.py).
 
-float32 matters on CPUs where torch's float32 ``F.linear`` (MKL's GEMM) does not use AVX-512:
-on the AMD Zen 5 VM, MKL runs at ~100 GFLOP/s per core and oneDNN's float32 matmul at ~240
-(its convolutions already go through oneDNN). Where the operators are missing
-(a torch built without oneDNN) or the model is not bf16 on CPU, nothing is changed.
+float32 matters on CPUs where torch's float32 ``F.linear`` (MKL's GEMM) does not use AVX-512
+(AMD CPUs with AVX-512); on AVX2-only CPUs the packed float32 model is slower than the plain one,
+so :func:`transunet_app.inference.optimize.prepare_for_inference` uses it only where
+:func:`transunet_app.capabilities.onednn_fp32` says so. Where the operators are missing (a torch
+built without oneDNN, or bf16 on a CPU whose oneDNN has no bf16 path), nothing is changed.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .. import capabilities
 from ..models.layers import Mlp
 
 #: Activations that can follow a layer and be fused into it: module type -> (attr, algorithm).
 _FUSABLE = {nn.ReLU: ("relu", ""), nn.GELU: ("gelu", "none")}
 
 
-def onednn_available() -> bool:
-    try:
-        ops = torch.ops.mkldnn
-        return all(hasattr(ops, n) for n in ("_linear_pointwise", "_convolution_pointwise",
-                                              "_reorder_linear_weight")) \
-            and torch.backends.mkldnn.is_available()
-    except (AttributeError, RuntimeError):
-        return False
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's pointwise operators can run ``dtype`` layers on this CPU (asked of
+    :mod:`transunet_app.capabilities`: bf16 packing needs AVX512-BW/VL/DQ)."""
+    return bool(capabilities.onednn_bf16() if dtype == torch.bfloat16 else capabilities.onednn())
 
 
 class OneDNNLinear(nn.Module):
@@ -161,7 +159,7 @@ def fuse_for_onednn(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> in
     after a layer in a plain ``nn.Sequential`` and after ``fc1`` in
     :class:`transunet_app.models.layers.Mlp`.
     """
-    if not onednn_available():
+    if not onednn_available(dtype):
         return 0
     with torch.no_grad():
         return _fuse_children(model, dtype)

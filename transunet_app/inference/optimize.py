@@ -37,10 +37,11 @@ import torch
 from torch import nn
 from torch.nn.utils import fuse_conv_bn_weights
 
+from .. import capabilities
 from ..models.layers import DepthwiseConv2d
 from .fused_resnet import fuse_resnet_group_norms
 from .low_res_decoder import lower_decoder_upsampling
-from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn, onednn_available
+from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn
 from .precision import torch_dtype
 
 #: Convolutions whose forward is ``conv(x, weight, bias)``, so a folded bias is honoured.
@@ -252,6 +253,16 @@ def _fused_layer(module: nn.Module, name: str) -> bool:
     return isinstance(module, (OneDNNConv2d, OneDNNLinear))
 
 
+def fuse_on_this_cpu(precision: str) -> capabilities.Decision:
+    """Whether the oneDNN pass (:func:`fuse_for_onednn`) runs for ``precision`` on this CPU:
+    bf16 where torch's oneDNN has a bf16 path, fp32 where packing measured faster (AVX-512)."""
+    if precision == "bf16":
+        return capabilities.onednn_bf16()
+    if precision == "fp32":
+        return capabilities.onednn_fp32()
+    return capabilities.Decision("oneDNN " + precision, False, "no oneDNN pass for " + precision)
+
+
 def prepare_for_inference(model: nn.Module, device: torch.device, precision: str,
                           copy_model: bool = False, fuse: bool = True, float32_stem: bool = True,
                           float32_modules=(), low_res_decoder: bool = True) -> nn.Module:
@@ -263,7 +274,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         precision: "fp32", "bf16" or "fp16" (already resolved).
         copy_model: work on a deep copy and leave ``model`` untouched.
         fuse: for bf16 and fp32 on CPU, swap layers for pre-packed fused oneDNN ones
-            (:mod:`transunet_app.inference.onednn`).
+            (:mod:`transunet_app.inference.onednn`) where :func:`fuse_on_this_cpu` says it
+            is supported and faster on this CPU.
         float32_stem: for bf16/fp16, run the stem in float32 (see the module notes).
         float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
             ``"decoder.blocks.3"``; for measurements, see tools/check_bf16_agreement.py).
@@ -288,7 +300,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
             model.segmentation_head = Float32Head(model.segmentation_head)
         if keep_in_float32(model, dtype, stem=float32_stem, modules=float32_modules):
             model.input_dtype = torch.float32
-    fuse = fuse and precision in ("bf16", "fp32") and device.type == "cpu" and onednn_available()
+    fuse = fuse and device.type == "cpu" and bool(fuse_on_this_cpu(precision))
     for p in model.parameters():
         p.requires_grad_(False)
     if precision != "fp32":
@@ -297,7 +309,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         # channel (most of bf16's logit error on a trained model).
         cast_outside_islands(model, dtype, keep=_float32_bias if fuse else None)
     model.to(memory_format=torch.channels_last)
-    if precision == "bf16" and device.type == "cpu":
+    if precision == "bf16" and device.type == "cpu" and capabilities.c_kernels():
         from ..kernels.attention import kernel_available
 
         kernel_available()  # compiled (once per machine, ~2 s) while the model loads, not mid-run

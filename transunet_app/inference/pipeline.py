@@ -45,7 +45,13 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise UserError(f"--device {name}: not a device name (cpu, cuda, cuda:0, auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available on this machine")
+        from .. import capabilities
+
+        raise UserError(f"--device {name}: no CUDA GPU is available on this machine "
+                        f"({capabilities.cuda().why}; use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: only cpu and cuda are supported")
     return dev

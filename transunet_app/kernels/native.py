@@ -6,39 +6,23 @@ flags, written to a temporary name and renamed (two processes compiling at once 
 library or a whole one), and loaded with ctypes: calls through ``ctypes.CDLL`` release the
 GIL, so the inference streams (threads) run kernels side by side. No ``-march=native``: a
 cache directory may be shared by machines of different models, so the flags name exactly the
-extensions the kernels use, and :func:`load` checks that this CPU has them.
+extensions the kernels use, and :func:`load` asks :mod:`transunet_app.capabilities` whether
+this CPU has them and a compiler exists (``TRANSUNET_APP_PORTABLE=1`` answers no).
 """
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
+from .. import capabilities
+
 CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
           "-mavx512bf16", "-mfma")
-#: Compilers tried in order (gcc first: the flags, and libgomp as torch's OpenMP runtime, are gcc's).
-COMPILER_NAMES = ("gcc", "cc")
-#: CPU flags (Linux /proc/cpuinfo) the kernels need.
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (Linux; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def cache_dir() -> Path:
@@ -47,19 +31,11 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "transunet_app"
 
 
-def compiler() -> str | None:
-    for name in COMPILER_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def _build(source: Path, target: Path) -> None:
     """Compile ``source`` into ``target`` atomically."""
-    cc = compiler()
+    cc = capabilities.compiler()
     if cc is None:
-        raise RuntimeError(f"no C compiler found (tried {', '.join(COMPILER_NAMES)})")
+        raise RuntimeError(capabilities.c_kernels().why)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
     os.close(fd)
@@ -83,12 +59,9 @@ def load(source: Path) -> tuple[ctypes.CDLL, Path]:
         RuntimeError: the CPU lacks an extension the kernels use, no compiler, a compile or
             load error (the message says which).
     """
-    have = cpu_flags()
-    if not have:
-        raise RuntimeError("CPU flags unknown (no /proc/cpuinfo)")
-    missing = [f for f in CPU_FLAGS if f not in have]
-    if missing:
-        raise RuntimeError("CPU lacks " + ", ".join(missing))
+    usable = capabilities.c_kernels()
+    if not usable:
+        raise RuntimeError(usable.why)
     code = Path(source).read_bytes()
     key = hashlib.sha256(code + b"\0" + " ".join(CFLAGS).encode()).hexdigest()[:24]
     target = cache_dir() / f"{Path(source).stem}-{key}.so"
