@@ -256,13 +256,13 @@ class Trainer:
             ck = ckpt_mod.make_checkpoint(self.model, self.classes, preprocessing=self._preprocessing(),
                                           training=state, metrics=self._latest_metrics(),
                                           config={**to_dict(self.cfg), "dataset": self._dataset_record()})
-            ckpt_mod.save_checkpoint(self.last_path, ck)
+            ckpt_mod.save_checkpoint(self.last_path, ck, overwrite=True)
 
     def _save_best(self, metrics: dict) -> None:
         ck = ckpt_mod.make_checkpoint(self.model, self.classes, preprocessing=self._preprocessing(),
                                       metrics={**metrics, "iteration": self.iteration, "epoch": self.epoch},
                                       config={**to_dict(self.cfg), "dataset": self._dataset_record()})
-        ckpt_mod.save_checkpoint(self.best_path, ck)
+        ckpt_mod.save_checkpoint(self.best_path, ck, overwrite=True)
 
     def _latest_metrics(self) -> dict | None:
         return self.val_history[-1] if self.val_history else None
