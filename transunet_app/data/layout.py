@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import geometry
-from .files import atomic_write
+from .files import atomic_write, atomic_write_text
 
 TRAIN_DIR = "train_npz"
 TEST_DIR = "test_vol_h5"
@@ -71,6 +71,9 @@ def ensure_output_dir(out_dir: str | os.PathLike, overwrite: bool, inputs: Itera
 
 class LayoutWriter:
     """Writes cases into the official layout; lists and ``dataset.yaml`` come last.
+
+    Nothing is replaced: :func:`ensure_output_dir` removed a previous preparation's files, so a
+    file that exists already (a case name written twice) is an error.
 
     Usage::
 
@@ -147,8 +150,8 @@ class LayoutWriter:
     def finish(self, info: dict) -> Path:
         """Write the lists and ``dataset.yaml`` (``info`` plus the per-case records)."""
         lists = self.out / LISTS_DIR
-        atomic_write(lists / TRAIN_LIST, lambda p: p.write_text("".join(f"{s}\n" for s in self.train_slices)), overwrite=True)
-        atomic_write(lists / TEST_LIST, lambda p: p.write_text("".join(f"{c}\n" for c in self.test_cases)), overwrite=True)
+        atomic_write_text(lists / TRAIN_LIST, "".join(f"{s}\n" for s in self.train_slices))
+        atomic_write_text(lists / TEST_LIST, "".join(f"{c}\n" for c in self.test_cases))
         record = dict(info)
         record["cases"] = self.cases
         path = write_dataset_yaml(self.out, record)
@@ -163,7 +166,7 @@ def _write_npz(path: Path, image: np.ndarray, label: np.ndarray) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez must not append ".npz"
             np.savez(fh, image=image, label=label)
 
-    atomic_write(path, write, overwrite=True)
+    atomic_write(path, write)
 
 
 def _write_h5(path: Path, image: np.ndarray, label: np.ndarray, reo: geometry.Reorientation) -> None:
@@ -178,7 +181,7 @@ def _write_h5(path: Path, image: np.ndarray, label: np.ndarray, reo: geometry.Re
             f.attrs["orientation"] = geometry.CANONICAL_ORIENTATION
             f.attrs["source_orientation"] = reo.original_orientation
 
-    atomic_write(path, write, overwrite=True)
+    atomic_write(path, write)
 
 
 def write_dataset_yaml(out_dir: Path, record: dict) -> Path:
@@ -187,7 +190,7 @@ def write_dataset_yaml(out_dir: Path, record: dict) -> Path:
     text = ("# Written by `transunet prepare`. Describes the prepared data in this folder:\n"
             "# classes, intensity normalisation, slice orientation and per-case geometry.\n")
     text += yaml.safe_dump(record, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
-    return atomic_write(Path(out_dir) / DATASET_YAML, lambda p: p.write_text(text, encoding="utf-8"), overwrite=True)
+    return atomic_write_text(Path(out_dir) / DATASET_YAML, text)
 
 
 def base_info(spec: dict, hu_window: tuple[float, float], source: dict, synthetic: bool) -> dict:

@@ -212,10 +212,9 @@ class Trainer:
         dist_mod.barrier(self.ctx)
 
     def _write_config(self) -> None:
-        from ..data.io import atomic_write
+        from ..data.files import atomic_write_text
 
-        atomic_write(self.out / CONFIG_NAME, lambda p: p.write_text(dump_yaml(self.cfg), encoding="utf-8"),
-                     overwrite=True)
+        atomic_write_text(self.out / CONFIG_NAME, dump_yaml(self.cfg), overwrite=True)
 
     @property
     def last_path(self) -> Path:
