@@ -183,10 +183,3 @@ def organ_statistics(labels, image_hu=None, spacing_mm=None, class_names=None,
                            "p5": float(p5), "p50": float(p50), "p95": float(p95)}
         out[name] = entry
     return out
-
-
-def organ_names_in_order(stats: Mapping[str, dict]) -> list[str]:
-    """Organ names sorted by label id."""
-    return sorted(stats, key=lambda n: stats[n]["label"])
-
-
