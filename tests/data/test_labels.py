@@ -60,3 +60,22 @@ def test_spec_validation(tmp_path):
     both.write_text("train: [a, b]\ntest: [b]\n")
     with pytest.raises(UserError, match="both"):
         labels.load_splits(both)
+
+
+def test_dataset_yaml_files_ship_inside_the_package():
+    """Label names come only from datasets/*.yaml, so a wheel must carry them: the package sees
+    the folder as transunet_app/datasets and pyproject's package-data takes every YAML there."""
+    import os
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if "TRANSUNET_DATASETS" not in os.environ:
+        assert labels.DATASETS_DIR.resolve() == (root / "datasets").resolve()
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["transunet_app"]
+    shipped = [p.relative_to(root / "transunet_app").as_posix()
+               for p in (root / "transunet_app" / "datasets").rglob("*.yaml")]
+    assert "datasets/synapse/labels.yaml" in shipped
+    packaged = {p.relative_to(root / "transunet_app").as_posix()
+                for pat in patterns for p in (root / "transunet_app").glob(pat)}
+    assert sorted(set(shipped) - packaged) == []

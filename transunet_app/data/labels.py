@@ -26,9 +26,10 @@ import numpy as np
 from ..errors import UserError
 from .files import sidecar_path
 
-#: Where the project's dataset descriptions live (``<repo>/datasets``). The environment
-#: variable ``TRANSUNET_DATASETS`` points elsewhere, e.g. for an installed wheel.
-DATASETS_DIR = Path(os.environ.get("TRANSUNET_DATASETS", Path(__file__).resolve().parents[2] / "datasets"))
+#: Where the project's dataset descriptions live: ``<repo>/datasets``, reached as
+#: ``transunet_app/datasets`` (a symlink in the source tree, the copied folder in a wheel: see
+#: pyproject's package-data). The environment variable ``TRANSUNET_DATASETS`` points elsewhere.
+DATASETS_DIR = Path(os.environ.get("TRANSUNET_DATASETS", Path(__file__).resolve().parents[1] / "datasets"))
 
 
 def synapse_labels_path() -> Path:
@@ -47,8 +48,8 @@ def synapse_8class_labels_path() -> Path:
 
 
 def _shipped(path: Path) -> Path:
-    """A default file of ``datasets/``; missing only when the package was installed without
-    the project folder (a wheel), which ``TRANSUNET_DATASETS`` fixes."""
+    """A default file of ``datasets/``; missing only in a broken install (a checkout without
+    symlinks), which ``TRANSUNET_DATASETS`` fixes."""
     if not path.is_file():
         raise UserError(f"{path}: default dataset description not found (set TRANSUNET_DATASETS "
                         f"to the project's datasets/ folder)")
