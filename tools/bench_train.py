@@ -135,7 +135,7 @@ def make_slices(out: Path, n: int = 24, size: int = 512) -> list[str]:
     """Write ``n`` official-layout training slices of ``size``^2 (real CT resampled, or phantom)."""
     from scipy.ndimage import zoom
 
-    from transunet_app.data.synapse import normalise_hu
+    from transunet_app.data.intensity import window_to_unit
 
     if (SHARED / "ct_abdomen_3mm.nii.gz").exists():
         import nibabel as nib
@@ -156,7 +156,7 @@ def make_slices(out: Path, n: int = 24, size: int = 512) -> list[str]:
         z = int(i * depth / n)
         img2, lab2 = ct[:, :, z], lab[:, :, z]
         f = (size / img2.shape[0], size / img2.shape[1])
-        image = normalise_hu(zoom(img2, f, order=1))
+        image = window_to_unit(zoom(img2, f, order=1))
         label = zoom(lab2, f, order=0).astype(np.uint8)
         name = f"case0001_slice{i:03d}"
         np.savez(out / "train_npz" / f"{name}.npz", image=image, label=label)

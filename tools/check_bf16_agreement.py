@@ -195,7 +195,7 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
     plain32 = prepare_for_inference(model, dev, "fp32", copy_model=True, fuse=False)
 
     def logits(net, slab, autocast=False):
-        x = p32.normalise(slab).to(getattr(net, "input_dtype", torch.float32))
+        x = p32.normalize(slab).to(getattr(net, "input_dtype", torch.float32))
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if autocast:
@@ -212,7 +212,7 @@ def logit_agreement(ckpt: Path, ct: Path, batch_size: int = 8) -> dict:
         auto.append(logits(plain32, slab, autocast=True))
         for name, net in nets.items():
             abl[name].append(logits(net, slab))
-    stages = stage_sensitivity(plain32, p32.normalise(canon))
+    stages = stage_sensitivity(plain32, p32.normalize(canon))
     ref_t, variants = torch.cat(ref), {"bf16 weights + activations (segment)": torch.cat(full),
                                        "bf16 autocast (fp32 weights)": torch.cat(auto)}
     variants.update({name: torch.cat(v) for name, v in abl.items()})

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
                             f"TransUNet training checkpoint")
         ckpt = make_checkpoint(model, names, preprocessing={
             "img_size": [args.img_size, args.img_size], "source": "official TransUNet checkpoint"})
-        save_checkpoint(args.output, ckpt)
+        save_checkpoint(args.output, ckpt, overwrite=args.overwrite)
     except UserError as exc:
         print(f"convert_official: error: {exc}", file=sys.stderr)
         return 2

@@ -20,19 +20,19 @@ Only plain types are allowed so that ``torch.load(weights_only=True)`` can read 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Optional
 
 import torch
 
 from . import __version__
+from .data.intensity import HU_WINDOW
 from .errors import CheckpointError
 from .models.pretrained import OWN_FORMAT, torch_load_safe
 
 DEFAULT_PREPROCESSING = {
     "in_channels": 1,
     "img_size": [224, 224],
-    "hu_window": [-125.0, 275.0],
+    "hu_window": list(HU_WINDOW),
     "normalization": "window_to_unit",
     "orientation": "SPL",
     "slice_axis": "axial",
@@ -63,20 +63,18 @@ def make_checkpoint(model, classes, preprocessing: Optional[dict] = None,
     }
 
 
-def save_checkpoint(path, checkpoint: dict) -> None:
-    """Write atomically: a temp file in the same folder, then ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def save_checkpoint(path, checkpoint: dict, overwrite: bool = False) -> None:
+    """Write ``checkpoint`` with :func:`~transunet_app.data.files.atomic_write` (its folder is
+    created).
+
+    Args:
+        overwrite: replace an existing file (a training run rewriting its ``last.pt``);
+            without it an existing file is a :class:`~transunet_app.errors.UserError`.
+    """
+    from .data.files import atomic_write
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), overwrite=overwrite)
 
 
 def load_checkpoint(path) -> dict:

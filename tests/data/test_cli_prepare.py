@@ -35,6 +35,12 @@ def test_prepare_synapse_cli_reports_skips(tmp_path, capsys):
     assert "0 training cases" in captured.out and "1 test volumes" in captured.out
     assert main(["prepare", "synapse", "--raw", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # an empty HU window is one error before any case is read, not a skip of every case
+    assert main(["prepare", "synapse", "--raw", str(raw), "--out", str(tmp_path / "o3"),
+                 "--hu-window", "275", "-125", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "HU window [275.0, -125.0] is empty" in err and err.count("\n") == 1 and "skipped" not in err
+    assert not (tmp_path / "o3").exists()
 
 
 def test_help_is_fast_and_lists_sources():

@@ -198,3 +198,27 @@ def test_real_ct_header(shared_ct):
     assert -1100 <= image.array.min() and image.array.max() > 300  # HU with bone
     assert labels.array.shape == image.array.shape
     assert sorted(np.unique(labels.array).tolist()) == list(range(9))
+
+
+def test_read_label_map_checks_values_and_names_the_file(tmp_path):
+    from transunet_app.data.io import read_label_map
+
+    labels = np.zeros((4, 5, 6), dtype=np.int16)
+    labels[1:3, 2:4, 1:5] = 3
+    src = save_nifti(tmp_path / "pred.nii.gz", labels, np.diag([0.8, 0.8, 2.5, 1.0]))
+    image = read_label_map(src, "prediction")
+    assert image.array.dtype == np.uint8 and np.array_equal(image.array, labels)
+    assert image.source == src and image.spacing == pytest.approx((0.8, 0.8, 2.5))
+    floats = save_nifti(tmp_path / "f.nii.gz", labels.astype(np.float32) + 0.5, np.eye(4))
+    negative = save_nifti(tmp_path / "n.nii.gz", labels - 4, np.eye(4))
+    other = tmp_path / "pred.txt"
+    other.write_text("x")
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    for path, needle in ((floats, "non-integer"), (negative, "negative"), (other, "unsupported file type"),
+                         (tmp_path / "nope.nii.gz", "no such file"), (tmp_path, "no such file"),
+                         (broken, "corrupt")):
+        with pytest.raises(UserError) as info:
+            read_label_map(path, "reference")
+        msg = str(info.value)
+        assert msg.startswith(f"reference {path}") and needle in msg and "\n" not in msg

@@ -6,22 +6,19 @@ from transunet_app.data import labels
 from transunet_app.errors import UserError
 
 
-def test_synapse_yaml_matches_issue_and_fallback():
+def test_synapse_yaml_matches_issue():
     spec = labels.load_label_spec(labels.synapse_labels_path())
     assert spec["classes"] == ["background", "aorta", "gallbladder", "left kidney", "right kidney",
                                "liver", "pancreas", "spleen", "stomach"]
     # BTCV label 8->1, 4->2, 3->3, 2->4, 6->5, 11->6, 1->7, 7->8, everything else background.
     assert spec["label_map"] == {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
     assert spec["source_labels"][8] == "aorta" and spec["source_labels"][1] == "spleen"
-    assert tuple(spec["classes"]) == labels.SYNAPSE_CLASSES_FALLBACK
-    assert spec["label_map"] == labels.SYNAPSE_LABEL_MAP_FALLBACK
 
 
 def test_official_split():
     splits = labels.load_splits(labels.synapse_splits_path())
     assert splits["test"] == [1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38]
     assert splits["train"] == [5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40]
-    assert splits == labels.SYNAPSE_SPLITS_FALLBACK
 
 
 def test_map_labels_btcv_to_synapse():
@@ -63,3 +60,22 @@ def test_spec_validation(tmp_path):
     both.write_text("train: [a, b]\ntest: [b]\n")
     with pytest.raises(UserError, match="both"):
         labels.load_splits(both)
+
+
+def test_dataset_yaml_files_ship_inside_the_package():
+    """Label names come only from datasets/*.yaml, so a wheel must carry them: the package sees
+    the folder as transunet_app/datasets and pyproject's package-data takes every YAML there."""
+    import os
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if "TRANSUNET_DATASETS" not in os.environ:
+        assert labels.DATASETS_DIR.resolve() == (root / "datasets").resolve()
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["transunet_app"]
+    shipped = [p.relative_to(root / "transunet_app").as_posix()
+               for p in (root / "transunet_app" / "datasets").rglob("*.yaml")]
+    assert "datasets/synapse/labels.yaml" in shipped
+    packaged = {p.relative_to(root / "transunet_app").as_posix()
+                for pat in patterns for p in (root / "transunet_app").glob(pat)}
+    assert sorted(set(shipped) - packaged) == []

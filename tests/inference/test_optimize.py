@@ -207,7 +207,7 @@ def test_predictor_feeds_float32_to_a_float32_stem_and_leaves_the_volume_alone()
     pred = SlicePredictor(model_from_checkpoint(ckpt), ckpt["preprocessing"], CPU, "bf16")
     slab = np.linspace(-1000, 1000, 3 * 20 * 24, dtype=np.float32).reshape(3, 20, 24)
     before = slab.copy()
-    x = pred.normalise(slab)
+    x = pred.normalize(slab)
     assert x.dtype == torch.float32 and float(x.min()) == 0.0 and float(x.max()) == 1.0
     np.testing.assert_array_equal(slab, before)  # float32 input shares memory: not clamped in place
     assert pred.predict(slab).labels.shape == (3, 20, 24)

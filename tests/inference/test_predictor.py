@@ -74,7 +74,7 @@ def test_scores_are_resized_logits_at_the_slice_size(ckpt):
     assert len(torch.unique(s[0, 1])) > 50
     # corners of the resized logits equal the model-grid corners (align_corners geometry)
     with torch.inference_mode():
-        raw = pred.model(pred.normalise(slab)).float()
+        raw = pred.model(pred.normalize(slab)).float()
     torch.testing.assert_close(s[:, :, 0, 0], raw[:, :, 0, 0])
     torch.testing.assert_close(s[:, :, -1, -1], raw[:, :, -1, -1])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from medpy import metric
 
-from transunet_app.metrics.evaluate import (SYNAPSE_LABELS, evaluate_case, evaluate_organ,
+from transunet_app.metrics.evaluate import (evaluate_case, evaluate_organ,
                                             json_safe, summarize)
 from transunet_app.metrics.overlap import dice, volume_ml
 
@@ -155,6 +155,9 @@ def test_summary_strict_never_averages_nan_as_zero():
     json.dumps(json_safe(s), allow_nan=False)  # strict JSON
 
 
-def test_synapse_default_labels():
-    assert SYNAPSE_LABELS == {1: "aorta", 2: "gallbladder", 3: "left kidney", 4: "right kidney",
-                              5: "liver", 6: "pancreas", 7: "spleen", 8: "stomach"}
+def test_synapse_default_labels_come_from_the_dataset_yaml():
+    from transunet_app.data.labels import load_label_spec, synapse_organs
+
+    assert synapse_organs() == {1: "aorta", 2: "gallbladder", 3: "left kidney", 4: "right kidney",
+                                5: "liver", 6: "pancreas", 7: "spleen", 8: "stomach"}
+    assert list(synapse_organs().values()) == load_label_spec()["classes"][1:]

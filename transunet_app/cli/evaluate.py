@@ -36,19 +36,20 @@ def _evaluate_pair(case, pred_path, gt_path, labels_yaml, convention, resample, 
     import numpy as np
 
     from ..errors import UserError
+    from ..data.geometry import resample_nearest, same_grid
+    from ..data.io import read_label_map
+    from ..data.labels import labels_to_json, resolve_labels
     from ..metrics.evaluate import evaluate_case
-    from ..metrics.label_io import (check_same_grid, labels_to_json, load_label_map,
-                                    resample_nearest, resolve_labels)
 
-    pred = load_label_map(pred_path, "prediction")
-    gt = load_label_map(gt_path, "reference")
-    mismatch = check_same_grid(pred, gt)
+    pred = read_label_map(pred_path, "prediction")
+    gt = read_label_map(gt_path, "reference")
+    same, mismatch = same_grid(pred.affine, pred.shape, gt.affine, gt.shape)
     pred_arr = pred.array
-    if mismatch:
+    if not same:
         if not resample:
-            raise UserError(f"prediction {pred_path}: {mismatch} (reference {gt_path}); "
+            raise UserError(f"prediction {pred_path}: {mismatch} from the reference {gt_path}; "
                             f"pass --resample-pred to resample it onto the reference grid")
-        pred_arr = resample_nearest(pred, gt)
+        pred_arr = resample_nearest(pred.array, pred.affine, gt.affine, gt.shape)
     labels, source = resolve_labels(pred_path, labels_yaml)
     organs = evaluate_case(pred_arr, gt.array, labels, gt.spacing, convention, nsd_tolerance)
     # bincount over the raw memory order (no copy of Fortran-ordered NIfTI arrays); labels are
@@ -59,7 +60,7 @@ def _evaluate_pair(case, pred_path, gt_path, labels_yaml, convention, resample, 
     return {
         "case": case, "pred": str(pred_path), "gt": str(gt_path),
         "spacing_mm": [float(s) for s in gt.spacing], "shape": list(gt.array.shape),
-        "resampled": bool(mismatch), "labels_source": source, "labels": labels_to_json(labels),
+        "resampled": not same, "labels_source": source, "labels": labels_to_json(labels),
         "unnamed_label_values": unnamed, "organs": organs,
     }
 
@@ -160,7 +161,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import UserError
-    from ..metrics.label_io import atomic_write_text, pair_cases, read_labels_yaml
+    from ..data.files import atomic_write_text, pair_cases
+    from ..data.labels import read_labels_yaml
 
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")
@@ -169,7 +171,7 @@ def run(args) -> int:
     out = Path(args.output)
     for target in [out] + ([Path(args.csv)] if args.csv else []):
         if target.exists() and not args.overwrite:
-            raise UserError(f"{target}: already exists (pass --overwrite to replace it)")
+            raise UserError(f"{target}: already exists (use --overwrite to replace it)")
         if not target.parent.is_dir():
             raise UserError(f"{target}: folder {target.parent} does not exist")
     labels_yaml = None

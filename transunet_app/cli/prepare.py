@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hu-window", type=float, nargs=2, default=(-125.0, 275.0), metavar=("LOW", "HIGH"),
+    p.add_argument("--hu-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="HU clipping window before scaling to [0, 1] (default -125 275)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous preparation in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,17 +67,22 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(line, file=sys.stderr)
 
     progress = not args.quiet
+    from ..data.intensity import HU_WINDOW, check_window
+
+    # an empty window fails here once, not as a skip of every case
+    given = getattr(args, "hu_window", None)  # the phantom command has no --hu-window
+    hu_window = HU_WINDOW if given is None else check_window(given)
     if args.source == "synapse":
         from ..data.synapse import prepare_synapse
 
         report = prepare_synapse(args.raw, args.out, labels_path=args.labels, splits_path=args.splits,
-                                 hu_window=tuple(args.hu_window), overwrite=args.overwrite, progress=progress,
+                                 hu_window=hu_window, overwrite=args.overwrite, progress=progress,
                                  report_skip=report_skip)
     elif args.source == "folder":
         from ..data.folders import prepare_folder
 
         report = prepare_folder(args.src, args.out, labels_yaml=args.labels, splits_yaml=args.splits,
-                                test_fraction=args.test_fraction, seed=args.seed, hu_window=tuple(args.hu_window),
+                                test_fraction=args.test_fraction, seed=args.seed, hu_window=hu_window,
                                 overwrite=args.overwrite, progress=progress, report_skip=report_skip)
     else:
         from ..data.phantom import prepare_phantom

@@ -52,7 +52,7 @@ def run(args) -> int:
         raise UserError("--reference belongs to a scan report (--image/--labels)")
     out = Path(args.output)
     if out.exists() and not args.overwrite:
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
     provenance = {"model": args.model}
     if args.checkpoint:
         ck = Path(args.checkpoint)

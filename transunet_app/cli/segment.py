@@ -16,9 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-HELP = "segment CT volumes (NIfTI, DICOM, NRRD, MHA) with a trained checkpoint"
+from ..data.files import case_name, list_volumes
 
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+HELP = "segment CT volumes (NIfTI, DICOM, NRRD, MHA) with a trained checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,21 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- planning
 
 
-def _case_name(path: Path) -> str:
-    name = path.name.rstrip("/")
-    low = name.lower()
-    for suf in _VOLUME_SUFFIXES:
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return Path(name).stem if path.is_file() else name
-
-
-def _volume_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(_VOLUME_SUFFIXES)
-                  and not p.name.lower().endswith(".raw"))
-
-
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
     """Input paths to segment, and whether this is folder mode (several or a folder of volumes).
 
@@ -90,7 +75,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = _volume_files(p)
+            files = list_volumes(p)
             if files:
                 out.extend(files)
                 folder_mode = True
@@ -139,7 +124,7 @@ def plan_outputs(inputs: list[Path], output: str, folder_mode: bool) -> list[tup
     out.mkdir(parents=True, exist_ok=True)
     pairs, names = [], {}
     for p in inputs:
-        name = _case_name(p)
+        name = case_name(p)
         if name in names:
             raise UserError(f"{p}: same case name {name!r} as {names[name]}; outputs would collide")
         names[name] = p

@@ -1,8 +1,11 @@
-"""Data: image I/O with geometry, orientation, label maps, dataset preparation and loading.
+"""Data: the one file layer, orientation, label maps, dataset preparation and loading.
 
-Modules: ``io`` (read NIfTI/DICOM/NRRD/MHA, atomic NIfTI writes), ``geometry`` (the canonical
-slice frame), ``labels`` (class sets, label maps, splits), ``synapse`` (prepare BTCV and the
-official preprocessed layout), ``folders`` (imagesTr/labelsTr folders), ``phantom`` (synthetic
-CT), ``datasets`` (torch datasets over the prepared layout). Import the submodules directly;
-this package imports nothing heavy.
+Modules: ``files`` (volume suffixes, case names, pairing, the one atomic write), ``io`` (the
+one :class:`~.io.Image` type: read NIfTI/DICOM/NRRD/MHA, read label maps, write NIfTI),
+``geometry`` (the canonical slice frame, grid checks, resampling), ``labels`` (class sets from
+``datasets/*/labels*.yaml``, label maps, splits, sidecar label names), ``intensity`` (the HU
+window shared by preparation and inference), ``layout`` (the official prepared layout and its
+writer), ``synapse`` (prepare BTCV), ``folders`` (imagesTr/labelsTr folders), ``phantom``
+(synthetic CT), ``datasets`` (torch datasets over the prepared layout). Import the submodules
+directly; this package imports nothing heavy.
 """

@@ -18,8 +18,9 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from . import labels as labels_mod
-from .synapse import (DATASET_YAML, HU_WINDOW, INCOMPLETE_MARKER, LISTS_DIR, TEST_DIR, TEST_LIST,
-                      TRAIN_DIR, TRAIN_LIST)
+from .intensity import HU_WINDOW
+from .layout import (DATASET_YAML, INCOMPLETE_MARKER, LISTS_DIR, TEST_DIR, TEST_LIST, TRAIN_DIR,
+                     TRAIN_LIST)
 
 _SLICE_RE = re.compile(r"^(?P<case>.+)_slice(?P<slice>\d+)$")
 

@@ -10,7 +10,7 @@ The classes come from a labels YAML (same format as ``datasets/synapse/labels.ya
 ``classes`` plus optional ``label_map``) or, without one, from ``dataset.json``: the Medical
 Segmentation Decathlon form ``"labels": {"0": "background", "1": "liver"}`` or the nnU-Net v2
 form ``"labels": {"background": 0, "liver": 1}``. Output: the same layout as
-:mod:`.synapse` (training slices, test volumes, lists, dataset.yaml).
+:mod:`.layout` (training slices, test volumes, lists, dataset.yaml).
 
 Train/test split: a splits YAML (``train:``/``test:`` lists of case names), the ``splits``
 entry of the labels YAML, or else a deterministic shuffle (``seed``) holding out
@@ -29,18 +29,12 @@ import numpy as np
 
 from ..errors import UserError
 from . import labels as labels_mod
-from .synapse import HU_WINDOW, PrepareReport, assign_splits, base_info, ensure_output_dir, prepare_cases
+from .files import case_name, is_nifti_path
+from .intensity import HU_WINDOW
+from .layout import base_info, ensure_output_dir
+from .synapse import PrepareReport, assign_splits, prepare_cases
 
 log = logging.getLogger(__name__)
-
-
-
-def _is_nifti(name: str) -> bool:
-    return name.lower().endswith((".nii", ".nii.gz"))
-
-
-def _strip_ext(name: str) -> str:
-    return name[:-7] if name.lower().endswith(".nii.gz") else name[:-4] if name.lower().endswith(".nii") else name
 
 
 def read_dataset_json(path: Path) -> dict:
@@ -85,16 +79,16 @@ def find_folder_pairs(src: Path, training: list | None = None) -> tuple[dict[str
             if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
                 raise UserError(f"{src / 'dataset.json'}: 'training' entries need 'image' and 'label'")
             img, lbl = (src / entry["image"]).resolve(), (src / entry["label"]).resolve()
-            name = _strip_ext(img.name)
+            name = case_name(img)
             name = name[:-5] if re.search(r"_0000$", name) else name
             pairs[name] = (img, lbl if lbl.exists() else None)
         return pairs, notes
-    labels_found = {_strip_ext(f.name): f for f in sorted(labels_dir.iterdir())
-                    if _is_nifti(f.name) and not f.name.startswith(".")}
+    labels_found = {case_name(f): f for f in sorted(labels_dir.iterdir())
+                    if is_nifti_path(f) and not f.name.startswith(".")}
     for f in sorted(images_dir.iterdir()):
-        if not _is_nifti(f.name) or f.name.startswith("."):
+        if not is_nifti_path(f) or f.name.startswith("."):
             continue
-        stem = _strip_ext(f.name)
+        stem = case_name(f)
         name = stem
         if stem not in labels_found and re.search(r"_\d{4}$", stem):
             base, channel = stem[:-5], stem[-4:]

@@ -197,3 +197,23 @@ def same_grid(affine_a: np.ndarray, shape_a: tuple, affine_b: np.ndarray, shape_
         return False, (f"affines differ: voxels {shift:.3g} mm apart "
                        f"({orientation_code(affine_a)} vs {orientation_code(affine_b)})")
     return True, ""
+
+
+def resample_nearest(array: np.ndarray, affine: np.ndarray, ref_affine: np.ndarray,
+                     ref_shape: tuple) -> np.ndarray:
+    """Labels sampled on another voxel grid (nearest neighbour, 0 outside the volume).
+
+    Args:
+        array: (I, J, K) labels on the grid of ``affine``.
+        affine: (4, 4) voxel -> RAS mm of ``array``.
+        ref_affine, ref_shape: the grid to sample on.
+
+    Returns:
+        array of shape ``ref_shape`` with ``array``'s dtype.
+    """
+    from scipy.ndimage import affine_transform
+
+    # reference voxel index -> world -> voxel index of ``array``
+    m = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ np.asarray(ref_affine, dtype=np.float64)
+    return affine_transform(array, m[:3, :3], offset=m[:3, 3], output_shape=tuple(ref_shape)[:3],
+                            order=0, mode="constant", cval=0, prefilter=False)

@@ -1,4 +1,4 @@
-"""Read medical volumes with their geometry; write NIfTI atomically.
+"""Read medical volumes with their geometry; write NIfTI atomically: the one :class:`Image` type.
 
 One reader for every input the tools accept:
 
@@ -13,26 +13,22 @@ patient's Right, +y Anterior, +z Superior). SimpleITK's LPS geometry and (z, y, 
 converted on the way in.
 
 Every problem with an input is a :class:`~transunet_app.errors.UserError` whose one-line
-message names the file and the problem.
+message names the file and the problem. File names (volume suffixes, case names) and the
+atomic write live in :mod:`.files`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
+from .files import VOLUME_SUFFIXES, atomic_write, is_nifti_path, is_volume_path
 from .nifti_files import open_nifti, save_nifti
-
-#: File name endings read with nibabel.
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: File name endings read with SimpleITK (besides DICOM series folders).
-SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima", ".img", ".hdr", ".vtk")
 
 # RAS <-> LPS: flip the sign of x and y.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -75,11 +71,7 @@ class Image:
         return "".join(nib.aff2axcodes(self.affine))
 
 
-def is_nifti_path(path: str | os.PathLike) -> bool:
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
+def read_image(path: str | os.PathLike, series_uid: str | None = None, what: str | None = None) -> Image:
     """Read one 3D volume with its geometry.
 
     Args:
@@ -87,6 +79,8 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
             (``.nrrd``, ``.mha``, ``.mhd``, ...).
         series_uid: for a DICOM folder holding several series, the SeriesInstanceUID to read;
             by default the series with the most slices.
+        what: how error messages name the input (``"reference"`` gives
+            ``"reference <path>: <problem>"``); by default just ``"<path>: <problem>"``.
 
     Returns:
         The :class:`Image`. A 4D file with a single volume is squeezed to 3D.
@@ -97,16 +91,54 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> Image:
             voxels, or an unknown ``series_uid``.
     """
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder")
-    if path.is_dir():
-        image = _read_dicom_series(path, series_uid)
-    elif is_nifti_path(path):
-        image = _read_nifti(path)
-    else:
-        image = _read_sitk(path)
-    _check_volume(image)
+    try:
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_dir():
+            image = _read_dicom_series(path, series_uid)
+        elif is_nifti_path(path):
+            image = _read_nifti(path)
+        else:
+            image = _read_sitk(path)
+        _check_volume(image)
+    except UserError as exc:  # "<path>: <problem>" -> "<what> <path>: <problem>"
+        if what is None:
+            raise
+        raise UserError(f"{what} {exc}") from None
     image.meta.setdefault("orientation", image.orientation)
+    return image
+
+
+def read_label_map(path: str | os.PathLike, what: str = "label map") -> Image:
+    """Read a label map file and check that it holds non-negative whole numbers.
+
+    Args:
+        path: a volume file (:data:`~.files.VOLUME_SUFFIXES`; not a DICOM folder).
+        what: how error messages name the file (``"prediction"``, ``"reference"``, ...).
+
+    Returns:
+        The :class:`Image`; its array is uint8 when the labels fit, else an integer type.
+
+    Raises:
+        UserError: as :func:`read_image`, another file type, or non-integer / negative values;
+            the message starts with ``what`` and the path.
+    """
+    p = Path(path)
+    if not p.is_file():  # folders too: a DICOM series is not a label map
+        raise UserError(f"{what} {p}: no such file")
+    if not is_volume_path(p):
+        raise UserError(f"{what} {p}: unsupported file type (use one of {', '.join(VOLUME_SUFFIXES)})")
+    image = read_image(p, what=what)
+    arr = image.array
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise UserError(f"{what} {p}: holds non-integer values, not a label map")
+        arr = arr.astype(np.int32)
+    if arr.size and arr.min() < 0:
+        raise UserError(f"{what} {p}: holds negative values, not a label map")
+    if arr.dtype != np.uint8 and arr.size and arr.max() <= 255:
+        arr = arr.astype(np.uint8)
+    image.array = arr
     return image
 
 
@@ -280,55 +312,6 @@ def _sitk_reason(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
-    """Write a file through a temporary file in the same folder, then rename it into place.
-
-    Args:
-        path: the final file.
-        write: called with the temporary path; must create the file there. Its name ends
-            with the same suffix(es) as ``path`` (``.nii.gz`` stays ``.nii.gz``).
-        overwrite: replace an existing ``path``. Without it an existing file is an error,
-            also when it appears while writing (the final step never clobbers).
-
-    Returns:
-        ``path`` as a :class:`Path`.
-
-    Raises:
-        UserError: the file exists and ``overwrite`` is false, or the folder is missing.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a file name")
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: already exists (use --overwrite to replace it)")
-    if not path.parent.is_dir():
-        raise UserError(f"{path.parent}: output folder does not exist")
-    ext = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{ext}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # link() refuses an existing target: no clobbering even in a race
-                os.link(tmp, path)
-            except FileExistsError:
-                raise UserError(f"{path}: already exists (use --overwrite to replace it)") from None
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise UserError(f"{path}: already exists (use --overwrite to replace it)") from None
-                os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_nifti(

@@ -1,8 +1,10 @@
-"""Class sets, label maps and case splits, read from YAML files a user can edit.
+"""Class sets, label maps and case splits, read from YAML files a user can edit; label names of
+a label map (its ``segment`` sidecar, a YAML, or the Synapse default).
 
 The files live in ``datasets/<name>/`` at the project root (``datasets/synapse/labels.yaml``
-and ``splits.yaml``). Everything here returns plain dicts and lists so the values can go
-straight into ``dataset.yaml`` files and checkpoints.
+and ``splits.yaml``): organ names come from there and nowhere else. Everything here returns
+plain dicts and lists so the values can go straight into ``dataset.yaml`` files and
+checkpoints.
 
 Label spec (``labels.yaml``)::
 
@@ -14,29 +16,20 @@ Without ``label_map`` the raw label ids are taken as class ids (identity map).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import UserError
+from .files import sidecar_path
 
-#: Where the project's dataset descriptions live (``<repo>/datasets``). The environment
-#: variable ``TRANSUNET_DATASETS`` points elsewhere, e.g. for an installed wheel.
-DATASETS_DIR = Path(os.environ.get("TRANSUNET_DATASETS", Path(__file__).resolve().parents[2] / "datasets"))
-
-#: Fallback used only when ``datasets/synapse/labels.yaml`` is not shipped (wheel installs);
-#: ``tests/data/test_labels.py`` checks that it equals the YAML file.
-SYNAPSE_CLASSES_FALLBACK = (
-    "background", "aorta", "gallbladder", "left kidney", "right kidney",
-    "liver", "pancreas", "spleen", "stomach",
-)
-SYNAPSE_LABEL_MAP_FALLBACK = {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
-SYNAPSE_SPLITS_FALLBACK = {
-    "train": [5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40],
-    "test": [1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38],
-}
+#: Where the project's dataset descriptions live: ``<repo>/datasets``, reached as
+#: ``transunet_app/datasets`` (a symlink in the source tree, the copied folder in a wheel: see
+#: pyproject's package-data). The environment variable ``TRANSUNET_DATASETS`` points elsewhere.
+DATASETS_DIR = Path(os.environ.get("TRANSUNET_DATASETS", Path(__file__).resolve().parents[1] / "datasets"))
 
 
 def synapse_labels_path() -> Path:
@@ -47,6 +40,20 @@ def synapse_labels_path() -> Path:
 def synapse_splits_path() -> Path:
     """Path of the official Synapse split (``datasets/synapse/splits.yaml``)."""
     return DATASETS_DIR / "synapse" / "splits.yaml"
+
+
+def synapse_8class_labels_path() -> Path:
+    """Path of the spec of label maps already in Synapse class ids (``labels_8class.yaml``)."""
+    return DATASETS_DIR / "synapse" / "labels_8class.yaml"
+
+
+def _shipped(path: Path) -> Path:
+    """A default file of ``datasets/``; missing only in a broken install (a checkout without
+    symlinks), which ``TRANSUNET_DATASETS`` fixes."""
+    if not path.is_file():
+        raise UserError(f"{path}: default dataset description not found (set TRANSUNET_DATASETS "
+                        f"to the project's datasets/ folder)")
+    return path
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -122,10 +129,7 @@ def validate_label_spec(raw: Any, where: str = "label spec") -> dict:
 def load_label_spec(path: str | os.PathLike | None = None) -> dict:
     """Read a label spec YAML (default: the Synapse one). See :func:`validate_label_spec`."""
     if path is None:
-        path = synapse_labels_path()
-        if not path.exists():
-            return {"name": "synapse", "classes": list(SYNAPSE_CLASSES_FALLBACK),
-                    "label_map": dict(SYNAPSE_LABEL_MAP_FALLBACK), "source_labels": {}}
+        path = _shipped(synapse_labels_path())
     return validate_label_spec(read_yaml(path), str(path))
 
 
@@ -137,9 +141,7 @@ def load_splits(path: str | os.PathLike | None = None) -> dict[str, list]:
         strings (case names), exactly as written. A case in both lists is an error.
     """
     if path is None:
-        path = synapse_splits_path()
-        if not path.exists():
-            return {k: list(v) for k, v in SYNAPSE_SPLITS_FALLBACK.items()}
+        path = _shipped(synapse_splits_path())
     raw = read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("train"), list) or not isinstance(raw.get("test", []), list):
         raise UserError(f"{path}: expected 'train:' and 'test:' lists of cases")
@@ -197,3 +199,114 @@ def map_labels(labels: np.ndarray, label_map: dict[int, int] | None, n_classes: 
     if hi > 65535:
         raise UserError(f"{where}: label value {hi} is too large for a label map")
     return lookup_table(label_map, hi)[arr]
+
+
+# --------------------------------------------------------------------------- names of a label map
+
+
+def _parse_label_mapping(raw: Any, source: str) -> dict[int, str]:
+    # a bare mapping, or one under "labels" (sidecar) or "classes" (datasets/*/labels.yaml)
+    for key in ("labels", "classes"):
+        if isinstance(raw, dict) and isinstance(raw.get(key), (dict, list)):
+            raw = raw[key]
+            break
+    if isinstance(raw, list):
+        raw = dict(enumerate(raw))
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"labels {source}: expected a mapping of label id to organ name")
+    out: dict[int, str] = {}
+    for k, v in raw.items():
+        try:
+            lab = int(k)
+        except (TypeError, ValueError):
+            raise UserError(f"labels {source}: label id {k!r} is not a whole number") from None
+        if lab < 0 or not isinstance(v, str) or not v.strip():
+            raise UserError(f"labels {source}: bad entry {k!r}: {v!r}")
+        out[lab] = v.strip()
+    names = [n for lab, n in out.items() if lab != 0]
+    if len(set(names)) != len(names):
+        raise UserError(f"labels {source}: organ names must be unique")
+    return out
+
+
+def read_sidecar(label_path: str | os.PathLike) -> dict | None:
+    """The whole ``<case>.json`` sidecar next to a label map, or ``None`` when there is none.
+
+    Raises:
+        UserError: the sidecar exists but is not a valid JSON object.
+    """
+    sc = sidecar_path(label_path)
+    if not sc.is_file():
+        return None
+    try:
+        raw = json.loads(sc.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"labels sidecar {sc}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"labels sidecar {sc}: expected a JSON object")
+    return raw
+
+
+def read_sidecar_labels(label_path: str | os.PathLike) -> dict[int, str] | None:
+    """Label names from ``<case>.json`` next to a label map, or ``None`` when there is none.
+
+    The sidecar (written by ``segment``) looks like
+    ``{"labels": {"0": "background", "1": "aorta", ...}, ...}``.
+
+    Raises:
+        UserError: the sidecar exists but is not valid JSON or has no usable ``labels``.
+    """
+    raw = read_sidecar(label_path)
+    if raw is None:
+        return None
+    sc = sidecar_path(label_path)
+    if "labels" not in raw:
+        raise UserError(f"labels sidecar {sc}: has no \"labels\" mapping")
+    return _parse_label_mapping(raw["labels"], str(sc))
+
+
+def read_labels_yaml(path: str | os.PathLike) -> dict[int, str]:
+    """Label names from a YAML file: ``{1: aorta, 2: gallbladder, ...}``, or the same mapping
+    under ``labels:`` or ``classes:`` (the format of ``datasets/synapse/labels.yaml``).
+
+    Raises:
+        UserError: missing file, invalid YAML, or not a mapping of unique names.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"labels {p}: no such file")
+    try:
+        raw = read_yaml(p)
+    except UserError as exc:
+        raise UserError(f"labels {exc}") from None
+    return _parse_label_mapping(raw, str(p))
+
+
+def resolve_labels(label_path: str | os.PathLike,
+                   labels_yaml: str | os.PathLike | None = None) -> tuple[dict[int, str], str]:
+    """Organ names for a label map: its sidecar JSON, else ``labels_yaml``, else the classes of
+    ``datasets/synapse/labels.yaml``.
+
+    Returns:
+        ``(labels, source)`` with background (0) removed and ``source`` saying where they came
+        from.
+    """
+    side = read_sidecar_labels(label_path)
+    if side is not None:
+        labels, source = side, str(sidecar_path(label_path))
+    elif labels_yaml is not None:
+        labels, source = read_labels_yaml(labels_yaml), str(labels_yaml)
+    else:
+        labels, source = synapse_organs(), str(synapse_labels_path())
+    return {k: v for k, v in labels.items() if k != 0}, source
+
+
+def synapse_organs() -> dict[int, str]:
+    """The Synapse organs by class id, background left out: ``{1: "aorta", ..., 8: "stomach"}``
+    (from ``datasets/synapse/labels.yaml``)."""
+    return {i: name for i, name in enumerate(load_label_spec()["classes"]) if i != 0}
+
+
+def labels_to_json(labels: Mapping[int, str]) -> dict[str, str]:
+    """``{1: "aorta"}`` -> ``{"1": "aorta"}`` (JSON keys are strings)."""
+    return {str(k): v for k, v in sorted(labels.items())}

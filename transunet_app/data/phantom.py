@@ -33,10 +33,11 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from ..errors import UserError
-from .labels import SYNAPSE_CLASSES_FALLBACK
+from .labels import load_label_spec, synapse_8class_labels_path
 
-#: Class ids written by the phantom (the Synapse 8-organ order).
-CLASSES = SYNAPSE_CLASSES_FALLBACK
+#: Class names by the ids the phantom writes (the Synapse 8-organ order of
+#: ``datasets/synapse/labels_8class.yaml``).
+CLASSES = tuple(load_label_spec(synapse_8class_labels_path())["classes"])
 AORTA, GALLBLADDER, LEFT_KIDNEY, RIGHT_KIDNEY, LIVER, PANCREAS, SPLEEN, STOMACH = range(1, 9)
 
 #: (in-plane matrix range, slice-count range) per size preset.
@@ -367,8 +368,9 @@ def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size:
     from tqdm import tqdm
 
     from .folders import prepare_folder
-    from .io import atomic_write, write_nifti
-    from .synapse import ensure_output_dir
+    from .files import atomic_write
+    from .io import write_nifti
+    from .layout import ensure_output_dir
 
     if cases < 2:
         raise UserError(f"--cases {cases}: need at least 2 phantom cases (one is held out for testing)")

@@ -227,10 +227,9 @@ class Trainer:
         dist_mod.barrier(self.ctx)
 
     def _write_config(self) -> None:
-        from ..data.io import atomic_write
+        from ..data.files import atomic_write_text
 
-        atomic_write(self.out / CONFIG_NAME, lambda p: p.write_text(dump_yaml(self.cfg), encoding="utf-8"),
-                     overwrite=True)
+        atomic_write_text(self.out / CONFIG_NAME, dump_yaml(self.cfg), overwrite=True)
 
     @property
     def last_path(self) -> Path:
@@ -271,13 +270,13 @@ class Trainer:
             ck = ckpt_mod.make_checkpoint(self.model, self.classes, preprocessing=self._preprocessing(),
                                           training=state, metrics=self._latest_metrics(),
                                           config={**to_dict(self.cfg), "dataset": self._dataset_record()})
-            ckpt_mod.save_checkpoint(self.last_path, ck)
+            ckpt_mod.save_checkpoint(self.last_path, ck, overwrite=True)
 
     def _save_best(self, metrics: dict) -> None:
         ck = ckpt_mod.make_checkpoint(self.model, self.classes, preprocessing=self._preprocessing(),
                                       metrics={**metrics, "iteration": self.iteration, "epoch": self.epoch},
                                       config={**to_dict(self.cfg), "dataset": self._dataset_record()})
-        ckpt_mod.save_checkpoint(self.best_path, ck)
+        ckpt_mod.save_checkpoint(self.best_path, ck, overwrite=True)
 
     def _latest_metrics(self) -> dict | None:
         return self.val_history[-1] if self.val_history else None

@@ -15,13 +15,13 @@ For a label map ``case.nii.gz``:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..data.io import Image, atomic_write, write_nifti
+from ..data.files import atomic_write, atomic_write_json, case_name, sidecar_path
+from ..data.io import Image, write_nifti
 from ..data.nifti_files import save_nifti
 from ..errors import UserError
 
@@ -39,10 +39,9 @@ class OutputPaths:
     @classmethod
     def for_label_map(cls, path: str | Path) -> "OutputPaths":
         path = Path(path)
-        name = path.name
-        stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
+        stem = case_name(path)
         folder = path.parent
-        return cls(labels=path, sidecar=folder / f"{stem}.json",
+        return cls(labels=path, sidecar=sidecar_path(path),
                    probabilities=folder / f"{stem}_probabilities.nii.gz",
                    statistics=folder / f"{stem}_statistics.json",
                    report=folder / f"{stem}_report.html")
@@ -86,8 +85,8 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def write_json(path: Path, data: dict, overwrite: bool) -> Path:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+    """A sidecar or statistics JSON (indent 2), atomically."""
+    return atomic_write_json(path, data, overwrite=overwrite)
 
 
 def write_label_map(path: Path, labels: np.ndarray, image: Image, overwrite: bool) -> Path:

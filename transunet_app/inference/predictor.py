@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.intensity import HU_WINDOW, window_to_unit
 from ..errors import CheckpointError
 from .optimize import prepare_for_inference
 from .precision import torch_dtype
@@ -158,7 +159,7 @@ class SlicePredictor:
         if norm not in NORMALIZATIONS:
             raise CheckpointError(f"{source}: preprocessing normalization {norm!r} is not "
                                   f"supported (known: {', '.join(NORMALIZATIONS)})")
-        lo, hi = (float(v) for v in preprocessing.get("hu_window", (-125.0, 275.0)))
+        lo, hi = (float(v) for v in preprocessing.get("hu_window", HU_WINDOW))
         if not hi > lo:
             raise CheckpointError(f"{source}: empty HU window [{lo}, {hi}]")
         size = preprocessing.get("img_size", 224)
@@ -184,12 +185,11 @@ class SlicePredictor:
 
     # ------------------------------------------------------------------ one batch
 
-    def normalise(self, slab: np.ndarray) -> torch.Tensor:
-        """(B, H, W) HU (any real dtype) -> (B, 1, h, w) model input on the device."""
-        lo, hi = self.hu_window
+    def normalize(self, slab: np.ndarray) -> torch.Tensor:
+        """(B, H, W) HU (any real dtype) -> (B, 1, h, w) model input on the device: the HU
+        window of training (:func:`~transunet_app.data.intensity.window_to_unit`), resized."""
         x = torch.from_numpy(np.ascontiguousarray(slab)).to(self.device, torch.float32)
-        # out of place first: a float32 slab on the CPU shares memory with the caller's volume
-        x = x.clamp(lo, hi).sub_(lo).mul_(1.0 / (hi - lo)).unsqueeze(1)
+        x = window_to_unit(x, self.hu_window).unsqueeze(1)
         if tuple(x.shape[-2:]) != self.img_size:
             x = F.interpolate(x, size=self.img_size, mode="bilinear", align_corners=ALIGN_CORNERS)
         return x.to(self.input_dtype).contiguous(memory_format=torch.channels_last)
@@ -219,7 +219,7 @@ class SlicePredictor:
     def model_grid_scores(self, slab: np.ndarray,
                           agreement: ConfidenceAccumulator | None = None) -> tuple[torch.Tensor, bool]:
         """Like :meth:`scores`, on the model's grid: (B, K, h, w) = ``img_size``."""
-        x = self.normalise(slab)
+        x = self.normalize(slab)
         if not self.tta:
             s = self._forward(x)
             is_prob = False

@@ -9,14 +9,14 @@
 
 Every empty-mask rule is written in the docstring of the function that applies it.
 """
-from .evaluate import CONVENTIONS, SYNAPSE_LABELS, evaluate_case, evaluate_organ, summarize
+from .evaluate import CONVENTIONS, evaluate_case, evaluate_organ, summarize
 from .organ_stats import organ_statistics
 from .overlap import dice, volume_ml
 from .surface import (SurfaceDistances, assd, hausdorff_distance, hd95, hd95_max_directed,
                       normalized_surface_dice, surface_distances)
 
 __all__ = [
-    "CONVENTIONS", "SYNAPSE_LABELS", "SurfaceDistances", "assd", "dice", "evaluate_case",
+    "CONVENTIONS", "SurfaceDistances", "assd", "dice", "evaluate_case",
     "evaluate_organ", "hausdorff_distance", "hd95", "hd95_max_directed",
     "normalized_surface_dice", "organ_statistics", "summarize", "surface_distances", "volume_ml",
 ]

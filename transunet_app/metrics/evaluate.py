@@ -45,12 +45,6 @@ METRICS = ("dice", "hd95", "hd95_mm", "hd95_vox", "assd_mm", "nsd")
 STATUSES = ("both_present", "both_empty", "missed", "false_positive")
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 
-SYNAPSE_LABELS: dict[int, str] = {
-    1: "aorta", 2: "gallbladder", 3: "left kidney", 4: "right kidney",
-    5: "liver", 6: "pancreas", 7: "spleen", 8: "stomach",
-}
-
-
 def _nan() -> float:
     return float("nan")
 

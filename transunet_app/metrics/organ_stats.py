@@ -21,9 +21,9 @@ _RAS_ENDS = {0: ("left", "right"), 1: ("posterior", "anterior"), 2: ("inferior",
 
 def _as_names(class_names) -> dict[int, str]:
     if class_names is None:
-        from .evaluate import SYNAPSE_LABELS
+        from ..data.labels import synapse_organs
 
-        return dict(SYNAPSE_LABELS)
+        return synapse_organs()
     if isinstance(class_names, Mapping):
         names = {int(k): str(v) for k, v in class_names.items()}
     else:
@@ -86,7 +86,8 @@ def organ_statistics(labels, image_hu=None, spacing_mm=None, class_names=None,
         spacing_mm: voxel size per array axis in mm (3 values). ``None``: taken from ``affine``
             (column norms), else 1 mm.
         class_names: label id -> organ name (mapping), or a sequence indexed by label id
-            (index 0 = background); ``None`` = the Synapse 8 organs.
+            (index 0 = background); ``None`` = the Synapse 8 organs of
+            ``datasets/synapse/labels.yaml``.
         affine: (4, 4) voxel index -> RAS+ world mm (nibabel's ``img.affine``; +x towards the
             patient's Right, +y Anterior, +z Superior), or ``None``. Needed for world centroids,
             anatomical edge names and the body side.
@@ -182,10 +183,3 @@ def organ_statistics(labels, image_hu=None, spacing_mm=None, class_names=None,
                            "p5": float(p5), "p50": float(p50), "p95": float(p95)}
         out[name] = entry
     return out
-
-
-def organ_names_in_order(stats: Mapping[str, dict]) -> list[str]:
-    """Organ names sorted by label id."""
-    return sorted(stats, key=lambda n: stats[n]["label"])
-
-

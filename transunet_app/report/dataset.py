@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import UserError
-from ..metrics.label_io import atomic_write_text
+from ..data.files import atomic_write_text
 from . import html as H
 from .colors import organ_color
 from .figures import box_plot_png
@@ -264,7 +264,7 @@ def write_dataset_report(metrics_path, out_html, provenance: dict | None = None,
     """
     out = Path(out_html)
     if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
     text, data = build_dataset_report(metrics_path, provenance)
-    atomic_write_text(out, text, overwrite=True)
+    atomic_write_text(out, text, overwrite=overwrite)
     return {"path": out, **data}

@@ -4,10 +4,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from ..data.labels import DATASETS_DIR
 from ..errors import UserError
 
-#: Where the ranges live in a source checkout (repo root / datasets).
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "datasets" / "organ_reference.yaml"
+#: The shipped ranges.
+DEFAULT_REFERENCE = DATASETS_DIR / "organ_reference.yaml"
 
 
 @lru_cache(maxsize=4)

@@ -8,9 +8,11 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import UserError
+from ..data.files import atomic_write_text
+from ..data.geometry import same_grid
+from ..data.io import read_image, read_label_map
+from ..data.labels import read_sidecar, resolve_labels
 from ..metrics.evaluate import evaluate_case, json_safe
-from ..metrics.label_io import (atomic_write_text, check_same_grid, load_label_map, load_volume,
-                                read_sidecar, resolve_labels)
 from ..metrics.organ_stats import organ_statistics
 from . import html as H
 from .colors import organ_color
@@ -121,19 +123,18 @@ def build_scan_report(image_path, label_path, reference_path=None,
     (or ``None``) and ``labels``; the same data is embedded in the HTML as JSON
     (``<script type="application/json" id="report-data">``) for machines.
     """
-    image = load_volume(image_path, "image")
-    labels = load_label_map(label_path, "label map")
-    mismatch = check_same_grid(labels, image)
-    if mismatch:
-        raise UserError(f"label map {label_path}: {mismatch.replace('reference', 'image')} "
-                        f"(image {image_path}); the label map must be on the image's grid")
+    image = read_image(image_path, what="image")
+    labels = read_label_map(label_path, "label map")
+    same, mismatch = same_grid(labels.affine, labels.shape, image.affine, image.shape)
+    if not same:
+        raise UserError(f"label map {label_path}: {mismatch} from the image {image_path}; "
+                        f"the label map must be on the image's grid")
     reference = None
     if reference_path is not None:
-        reference = load_label_map(reference_path, "reference")
-        mismatch = check_same_grid(reference, image)
-        if mismatch:
-            raise UserError(f"reference {reference_path}: {mismatch.replace('reference', 'image')} "
-                            f"(image {image_path})")
+        reference = read_label_map(reference_path, "reference")
+        same, mismatch = same_grid(reference.affine, reference.shape, image.affine, image.shape)
+        if not same:
+            raise UserError(f"reference {reference_path}: {mismatch} from the image {image_path}")
     names, names_source = resolve_labels(label_path, labels_yaml)
     img = np.asarray(image.array)
     stats = organ_statistics(labels.array, img, image.spacing, names, image.affine)
@@ -235,7 +236,7 @@ def write_scan_report(image_path, label_path, out_html, reference_path=None,
     """
     out = Path(out_html)
     if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
     text, data = build_scan_report(image_path, label_path, reference_path, provenance, labels_yaml)
-    atomic_write_text(out, text, overwrite=True)
+    atomic_write_text(out, text, overwrite=overwrite)
     return {"path": out, **data}
