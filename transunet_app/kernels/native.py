@@ -15,11 +15,11 @@ import ctypes
 import hashlib
 import os
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 from .. import capabilities
+from ..data.files import atomic_write
 
 CFLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
           "-mavx512bf16", "-mfma")
@@ -32,24 +32,23 @@ def cache_dir() -> Path:
 
 
 def _build(source: Path, target: Path) -> None:
-    """Compile ``source`` into ``target`` atomically."""
+    """Compile ``source`` into ``target`` through the one atomic write (nothing half-built is
+    ever visible under ``target``'s name)."""
     cc = capabilities.compiler()
     if cc is None:
         raise RuntimeError(capabilities.c_kernels().why)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *CFLAGS, str(source), "-o", tmp], capture_output=True,
+
+    def compile_to(tmp: Path) -> None:
+        proc = subprocess.run([cc, *CFLAGS, str(source), "-o", str(tmp)], capture_output=True,
                               text=True, timeout=120)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"{Path(cc).name} failed ({proc.returncode}): " + " | ".join(tail))
-        os.chmod(tmp, 0o755)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    # overwrite: another process may have built the same file meanwhile (identical bytes);
+    # 0o755: a temporary file's 0600 would hide a shared cache from other users
+    atomic_write(target, compile_to, overwrite=True, mode=0o755)
 
 
 def load(source: Path) -> tuple[ctypes.CDLL, Path]:
