@@ -4,10 +4,9 @@ glibc's malloc returns large freed blocks to the kernel (blocks above its mmap t
 unmapped; a heap's free top is trimmed; a worker thread's arena drops whole heaps), so the
 next tensor of the same size is mapped again and every 4 KiB page faults and is zeroed on
 first touch. Inference allocates the same large tensors batch after batch (the decoder's
-(8, 64, 224, 224) maps are 51 MB), so this repeats all the time: measured on the 2-core VM,
-~35k page faults per R50-ViT-B_16 forward (batch 8) and 0.6-1.0 s of kernel time in a
-48-slice ``segment`` run on two streams. With large blocks kept on one heap, a run after the
-first faults ~30 times and spends ~0.01 s in the kernel.
+(8, 64, 224, 224) float32 maps), so this repeats all the time: tens of thousands of page faults
+per R50-ViT-B_16 forward and a noticeable share of a ``segment`` run in the kernel. With large
+blocks kept on one heap, runs after the first barely fault (counts in BENCHMARKS.md).
 
 The price: the process keeps its peak heap until it exits (``segment`` is a short-lived
 command; its peak RSS is measured in tools/bench_segment.py). Only glibc is tuned; elsewhere

@@ -2,7 +2,7 @@
 
 One bf16 forward of R50-ViT-B_16 (batch 8, 224x224) does not keep two cores busy: attention on
 196 tokens, normalisations of small maps and hundreds of small memory-bound ops parallelise
-poorly (measured on the 2-core VM: 1 thread takes 1.6-1.75x the time of 2 threads, not 2x).
+poorly: one batch on two threads takes much more than half the time of one thread.
 Two batches at a time, each on its own thread with a single-threaded intra-op pool, keep both
 cores busy on the same work (see BENCHMARKS.md). The split of the volume into batches is the
 same either way, and a batch's result does not depend on which stream ran it.

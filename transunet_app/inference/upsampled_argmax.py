@@ -3,7 +3,7 @@
 ``segment`` places class boundaries at the slice's own resolution by resizing the model's
 scores, not its labels: ``F.interpolate(scores, (H, W), mode="bilinear", align_corners=True)``
 then an argmax over classes. For a batch of 8 slices, 9 classes, 224 -> 512 that writes and
-reads back a 75 MB float32 map (~80 ms at 2 threads, ~10% of the bf16 forward).
+reads back a (8, 9, 512, 512) float32 map, a tenth of the bf16 forward's time (BENCHMARKS.md).
 
 Bilinear interpolation is a convex combination of the 4 source pixels around an output pixel.
 If those 4 pixels have the same argmax ``k`` (their scores for ``k`` at least those for any
@@ -26,8 +26,8 @@ from ..kernels import upsampled_argmax as native
 
 
 #: Above this share of source cells with disagreeing corners the plain path is cheaper (the
-#: exact path costs ~0.6 us per output pixel at one thread; interpolate + argmax ~0.07 us for
-#: every pixel: break-even near 11%, measured with tools/bench_upsampled_argmax.py).
+#: exact path's cost per disagreeing pixel against interpolate + argmax for every pixel breaks
+#: even near 11%: tools/bench/bench_upsampled_argmax.py, BENCHMARKS.md).
 MAX_UNSURE = 0.08
 
 

@@ -3,9 +3,8 @@
 The C form of :func:`transunet_app.inference.upsampled_argmax.upsampled_argmax` (same
 labels; that module's torch code is the fallback and the tests' cross-check): corner labels
 copied where a source cell's 4 corners agree, torch's bilinear formula and first-maximum
-argmax elsewhere. Per batch of 8 slices, 9 classes, 224 -> 512 at one thread: ~14.7 ms
-(torch, smooth labels) and ~67 ms (torch, noisy labels of an untrained model, where the torch
-code interpolates everything) against the kernel's figures in BENCHMARKS.md.
+argmax elsewhere. Its speed against both torch paths (smooth labels of a trained model, noisy
+labels of an untrained one) is in BENCHMARKS.md (``tools/bench/bench_upsampled_argmax.py``).
 """
 from __future__ import annotations
 
