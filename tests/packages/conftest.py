@@ -102,3 +102,35 @@ def ct_file(tmp_path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(ph.image.astype("float32"), ph.affine), p)
     return p
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory) -> Path:
+    """A tiny model trained on phantom slices (its labels mean something), saved from a
+    channels-last model as training with ``train.channels_last`` leaves it: the layout in
+    which ONNX export used to go wrong."""
+    from inference.phantom_training import train_tiny
+
+    model, _ = train_tiny(steps=150, img_size=64)
+    model = model.to(memory_format=torch.channels_last)
+    ck = make_checkpoint(model, list(CLASSES), {"img_size": [64, 64], "hu_window": [-125.0, 275.0]})
+    assert ck["state_dict"]["segmentation_head.weight"].is_contiguous(memory_format=torch.channels_last)
+    path = tmp_path_factory.mktemp("trained") / "trained_tiny.pt"
+    save_checkpoint(path, ck)
+    return path
+
+
+def ct_slices(ct_path: Path, img_size: int, count: int = 12) -> torch.Tensor:
+    """(count, 1, S, S) model inputs from the axial slices of a CT file, prepared as
+    ``segment`` prepares them (canonical frame, HU window to [0, 1], bilinear resize)."""
+    import nibabel as nib
+    import numpy as np
+    import torch.nn.functional as F
+
+    from transunet_app.data.geometry import to_canonical
+
+    img = nib.load(ct_path)
+    vol, _ = to_canonical(np.asarray(img.dataobj, dtype=np.float32), img.affine)
+    idx = np.linspace(0, vol.shape[0] - 1, count).round().astype(int)
+    x = torch.from_numpy(np.ascontiguousarray(vol[idx])).clamp(-125, 275).sub(-125).div(400).unsqueeze(1)
+    return F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=True)
