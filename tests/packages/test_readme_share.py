@@ -47,7 +47,8 @@ def share_dir(tmp_path, run_dir, ct_file, home, monkeypatch):
 
 
 def _run(cli, command):
-    code, out, err = cli(*shlex.split(command))
+    argv = shlex.split(command)
+    code, out, err = cli(*(argv[1:] if argv[0] == "transunet" else argv))
     assert code == 0, f"{command}\n{err}"
     return out, err
 
