@@ -55,7 +55,10 @@ class Segmenter:
     """A checkpoint ready to segment volumes.
 
     Args:
-        checkpoint: path to a ``transunet_app`` checkpoint.
+        checkpoint: path to a ``transunet_app`` checkpoint (or give ``model``).
+        model: instead of ``checkpoint``, a model package: an installed ``NAME[@VERSION]``
+            or a package file (:func:`transunet_app.packages.store.resolve_model`); its card
+            (name, version, SHA-256, licence, intended use) is recorded with every output.
         device: "cpu", "cuda[:i]" or "auto".
         precision: "auto", "fp32", "bf16" or "fp16".
         batch_size: slices per forward pass.
@@ -68,6 +71,7 @@ class Segmenter:
     Raises:
         CheckpointError: missing, corrupt or unsafe checkpoint, weights that do not fit, or a
             class count other than ``expected_classes``.
+        PackageError: a refused model package (see :mod:`transunet_app.packages.verify`).
     """
 
     def __init__(self, checkpoint=None, device: str = "cpu", precision: str = "auto",
