@@ -30,7 +30,7 @@ def test_bundle_run_matches_segment(cli, trained_ckpt, shared_ct, tmp_path, home
     assert code == 0, err
     for f in ("configs/metadata.json", "configs/inference.json", "models/model.ts", "docs/README.md"):
         assert (bundle / f).is_file(), f
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["pred_classes"]["5"] == "liver" and meta["monai_version"]
     # inputs: the real CT, and a phantom stored in another orientation (LPS)
     ph = make_phantom(21, orientation="LPS")

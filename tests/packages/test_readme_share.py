@@ -66,9 +66,9 @@ def test_share_a_trained_model_as_the_readme_shows(cli, share_dir, home):
     out, err = _run(cli, SHOW)
     assert card["license"] in out and "unspecified" not in err
     _run(cli, SEGMENT)
-    side = json.loads((share_dir / "scan_labels.json").read_text())
+    side = json.loads((share_dir / "scan_labels.json").read_text(encoding="utf-8"))
     assert side["model_card"]["name"] == "abdomen-r50"
-    assert card["license"] in (share_dir / "scan_labels_report.html").read_text()
+    assert card["license"] in (share_dir / "scan_labels_report.html").read_text(encoding="utf-8")
     _run(cli, EXPORT_TS)
     assert (share_dir / "abdomen-r50.ts").is_file()
     _run(cli, REMOVE)

@@ -29,17 +29,17 @@ def test_segment_model_matches_checkpoint_and_records_the_card(cli, tiny_ckpt, c
         labels = nib.load(out)
         assert np.array_equal(np.asarray(labels.dataobj), ref)
         assert np.allclose(labels.affine, nib.load(ct_file).affine)
-        side = json.loads((out.parent / "case01.json").read_text())
+        side = json.loads((out.parent / "case01.json").read_text(encoding="utf-8"))
         card = side["model_card"]
         assert card["name"] == "abdomen-tiny" and card["version"] == "1.2.0"
-        installed_card = json.loads((home / "abdomen-tiny" / "1.2.0" / "model.json").read_text())
+        installed_card = json.loads((home / "abdomen-tiny" / "1.2.0" / "model.json").read_text(encoding="utf-8"))
         assert card["weights_sha256"] == installed_card["files"]["weights.safetensors"]
         assert side["checkpoint_sha256"] == card["weights_sha256"]
-        assert side["labels"] == json.loads(by_ckpt.with_name("case01.json").read_text())["labels"]
-        stats = json.loads((out.parent / "case01_statistics.json").read_text())
+        assert side["labels"] == json.loads(by_ckpt.with_name("case01.json").read_text(encoding="utf-8"))["labels"]
+        stats = json.loads((out.parent / "case01_statistics.json").read_text(encoding="utf-8"))
         assert stats["model_card"]["name"] == "abdomen-tiny"
         assert stats["model_card"]["weights_sha256"] == card["weights_sha256"]
-        html = (out.parent / "case01_report.html").read_text()
+        html = (out.parent / "case01_report.html").read_text(encoding="utf-8")
         assert "abdomen-tiny 1.2.0" in html
         assert "research on abdominal CT segmentation" in html and "CC-BY-NC-4.0" in html
         assert card["weights_sha256"] in html
