@@ -22,6 +22,10 @@ def test_demo_end_to_end(tmp_path, shared_data):
     printed = float(re.search(r"mean Dice on \d+ held-out phantoms: ([0-9.]+)", r.stdout).group(1))
     assert abs(printed - doc["summary"]["mean"]["dice"]) < 1e-3
     assert printed >= 0.75, r.stdout[-1500:]
+    # the demo ships its model as a package, and the scans were segmented with --model on it
+    assert (out / "model" / "tiny-demo.zip").is_file()
+    side = json.loads((out / "segmentations" / "real_ct.json").read_text())
+    assert side["model_card"]["name"] == "tiny-demo" and side["model_card"]["weights_sha256"]
     html = (out / "scan_report.html").read_text()
     assert "not a diagnosis" in html.lower() and "liver" in html.lower()
     # a second run into the same folder is refused: nothing is overwritten silently

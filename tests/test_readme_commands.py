@@ -134,6 +134,29 @@ EXERCISED: dict[str, Exercise] = {
         "verbatim", "test_evaluate_both_conventions_then_dataset_report"),
     "transunet report --image scan.nii.gz --labels scan_labels.nii.gz -o scan_report.html": Exercise(
         "verbatim", "test_segment_a_scan_then_report"),
+    # -- share a trained model (run as printed, in a folder with the README's file names)
+    'transunet package runs/r50 -o abdomen-r50.zip --card card.yaml': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'transunet package': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows', why="named in prose"),
+    'transunet models install abdomen-r50.zip': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'transunet models list': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'transunet models show abdomen-r50': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'segment scan.nii.gz -o scan_labels.nii.gz --model abdomen-r50 --statistics --report': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'transunet models remove abdomen-r50': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'transunet export abdomen-r50 -o abdomen-r50.ts --format torchscript': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_share_a_trained_model_as_the_readme_shows'),
+    'transunet export abdomen-r50 -o abdomen-r50.onnx --format onnx': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_export_for_deployment_as_the_readme_shows'),
+    'transunet export abdomen-r50 -o abdomen-r50_bundle --format monai-bundle': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_export_for_deployment_as_the_readme_shows'),
+    'python -m monai.bundle run --config_file abdomen-r50_bundle/configs/inference.json --meta_file abdomen-r50_bundle/configs/metadata.json --input_image scan.nii.gz --output_dir labels/': Exercise(
+        "elsewhere", 'tests/packages/test_readme_share.py::test_export_for_deployment_as_the_readme_shows'),
 }
 
 # The README's Python block, run as a script in the slow Synapse test (its weight file exists there).

@@ -19,7 +19,8 @@ from .. import __version__
 from ..errors import UserError
 
 # Order is the order shown in --help.
-COMMANDS = ("prepare", "train", "segment", "evaluate", "report", "demo", "info")
+COMMANDS = ("prepare", "train", "segment", "evaluate", "report", "demo", "info", "package",
+            "models", "export")
 
 
 def _load_command(name: str):

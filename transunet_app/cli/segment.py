@@ -26,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CT volume files, folders of them, or DICOM series folders")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                         help="label map file (.nii.gz) for one input, else an output folder")
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        help="trained transunet_app checkpoint (.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="CKPT", help="trained transunet_app checkpoint (.pt)")
+    source.add_argument("--model", metavar="NAME|PKG.zip",
+                        help="an installed model (transunet models install) or a model package")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto = bf16 on CPUs with AMX or AVX512-BF16 and on GPUs, else fp32 (default: auto)")
@@ -151,7 +153,7 @@ def _settings(args) -> dict:
 
 
 def _segmenter_kwargs(args) -> dict:
-    return {"checkpoint": args.checkpoint, "device": args.device, "precision": args.precision,
+    return {"checkpoint": args.checkpoint, "model": getattr(args, "model", None), "device": args.device, "precision": args.precision,
             "batch_size": args.batch_size, "tta": args.tta, "expected_classes": args.num_classes,
             "streams": args.streams}
 
@@ -164,7 +166,7 @@ def run(args) -> int:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")
     if args.overwrite and args.skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; give one")
-    if not Path(args.checkpoint).is_file():
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise UserError(f"{args.checkpoint}: no such checkpoint file")
     _check_device_and_precision(args)
     inputs, folder_mode = expand_inputs(args.inputs)
@@ -306,9 +308,14 @@ def _run_parallel(args, todo):
     from ..errors import CheckpointError
 
     # Validate the checkpoint once here: a bad one is exit code 2, not N worker failures.
-    ckpt = load_checkpoint(args.checkpoint)
+    if getattr(args, "model", None) is not None:
+        from ..packages.store import resolve_model
+
+        ckpt = resolve_model(args.model).checkpoint()
+    else:
+        ckpt = load_checkpoint(args.checkpoint)
     if args.num_classes is not None and len(ckpt["classes"]) != args.num_classes:
-        raise CheckpointError(f"{args.checkpoint}: predicts {len(ckpt['classes'])} classes "
+        raise CheckpointError(f"{args.checkpoint or args.model}: predicts {len(ckpt['classes'])} classes "
                               f"({', '.join(map(str, ckpt['classes']))}), expected {args.num_classes}")
     del ckpt
     jobs = min(args.jobs, len(todo))

@@ -6,7 +6,8 @@ For a label map ``case.nii.gz``:
   spacing of the input; for DICOM the series' geometry),
 * ``case.json``: sidecar with the class names (``{"labels": {"0": "background", ...}}``),
   model, checkpoint and its SHA-256, settings and the input check (read by ``report`` and
-  ``evaluate``),
+  ``evaluate``); with ``segment --model`` also ``model_card`` (the package's name, version,
+  weights and card SHA-256, licence, intended use),
 * ``case_probabilities.nii.gz`` (``--probabilities``): 4D (I, J, K, C) probabilities stored as
   uint8 with ``scl_slope = 1/255`` (NIfTI readers return floats in [0, 1]; a quarter of float32),
 * ``case_statistics.json`` (``--statistics``): per-organ volume, HU, status, confidence,

@@ -61,7 +61,10 @@ class Segmenter:
     """A checkpoint ready to segment volumes.
 
     Args:
-        checkpoint: path to a ``transunet_app`` checkpoint.
+        checkpoint: path to a ``transunet_app`` checkpoint (or give ``model``).
+        model: instead of ``checkpoint``, a model package: an installed ``NAME[@VERSION]``
+            or a package file (:func:`transunet_app.packages.store.resolve_model`); its card
+            (name, version, SHA-256, licence, intended use) is recorded with every output.
         device: "cpu", "cuda[:i]" or "auto".
         precision: "auto", "fp32", "bf16" or "fp16".
         batch_size: slices per forward pass.
@@ -74,24 +77,37 @@ class Segmenter:
     Raises:
         CheckpointError: missing, corrupt or unsafe checkpoint, weights that do not fit, or a
             class count other than ``expected_classes``.
+        PackageError: a refused model package (see :mod:`transunet_app.packages.verify`).
     """
 
-    def __init__(self, checkpoint, device: str = "cpu", precision: str = "auto",
+    def __init__(self, checkpoint=None, device: str = "cpu", precision: str = "auto",
                  batch_size: int = 8, tta: bool = False, expected_classes: int | None = None,
-                 streams: int | None = None):
+                 streams: int | None = None, model=None):
         from ..checkpoint import load_checkpoint, model_from_checkpoint
         from .predictor import SlicePredictor
 
-        self.checkpoint_path = Path(checkpoint)
+        self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         if batch_size < 1:
             raise UserError(f"--batch-size {batch_size}: must be at least 1")
         if streams is not None and streams < 1:
             raise UserError(f"--streams {streams}: must be at least 1")
-        ckpt = load_checkpoint(self.checkpoint_path)
-        self._sha256: str | None = None
-        self._hashing = self._hash_checkpoint_meanwhile()  # while the model is prepared
+        if (checkpoint is None) == (model is None):
+            raise UserError("give exactly one of --checkpoint and --model")
+        #: the model package (card + weights) when segmenting with ``model``, else None
+        self.package = None
+        if model is not None:
+            from ..packages.store import resolve_model
+
+            self.package = resolve_model(model)  # verified: hashes, no pickles, labels fit
+            ckpt = self.package.checkpoint()
+            self.checkpoint_path = self.package.source
+            self._sha256, self._hashing = self.package.weights_sha256, None
+        else:
+            ckpt = load_checkpoint(self.checkpoint_path)
+            self._sha256: str | None = None
+            self._hashing = self._hash_checkpoint_meanwhile()  # while the model is prepared
         self.classes = [str(c) for c in ckpt["classes"]]
         if expected_classes is not None and len(self.classes) != int(expected_classes):
             raise CheckpointError(f"{self.checkpoint_path}: predicts {len(self.classes)} classes "
@@ -244,6 +260,7 @@ class Segmenter:
             "model_config": self.model_config,
             "checkpoint": str(self.checkpoint_path.resolve()),
             "checkpoint_sha256": self.checkpoint_sha256,
+            **({"model_card": self.package.provenance()} if self.package is not None else {}),
             "software_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "input": str(Path(image.source).resolve()),
@@ -271,6 +288,7 @@ class Segmenter:
         return {"input": sidecar["input"], "label_map": str(paths.labels.resolve()),
                 "model": sidecar["model"], "checkpoint": sidecar["checkpoint"],
                 "checkpoint_sha256": sidecar["checkpoint_sha256"],
+                **({"model_card": sidecar["model_card"]} if "model_card" in sidecar else {}),
                 "settings": sidecar["settings"], "input_check": sidecar["input_check"],
                 "organs": organs}
 
@@ -279,6 +297,8 @@ class Segmenter:
 
         prov = {"model": self.model_config.get("name"), "checkpoint": str(self.checkpoint_path),
                 "checkpoint_sha256": self.checkpoint_sha256}
+        if self.package is not None:
+            prov.update(model_card_provenance(self.package.provenance()))
         src = Path(image.source)
         if src.is_dir():
             # The report reads image files, not DICOM folders: hand it a temporary NIfTI.
@@ -293,6 +313,15 @@ class Segmenter:
         else:
             write_scan_report(src, paths.labels, paths.report, provenance=prov, overwrite=overwrite)
         return paths.report
+
+
+def model_card_provenance(card: dict) -> dict:
+    """Report provenance rows of a model package (what the card says the model is for)."""
+    return {"model_package": f"{card.get('name')} {card.get('version')}",
+            "model_weights_sha256": card.get("weights_sha256"),
+            "model_card_sha256": card.get("card_sha256"),
+            "intended_use": card.get("intended_use"), "license": card.get("license"),
+            "not_intended_for": card.get("not_intended_for")}
 
 
 def _same_file(a: Path, b: Path) -> bool:

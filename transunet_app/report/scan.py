@@ -42,6 +42,11 @@ def _sidecar_provenance(label_path) -> dict:
             v = v.get("name")
         if isinstance(v, (str, int, float)) and str(v):
             out[key] = str(v)
+    card = side.get("model_card")
+    if isinstance(card, dict):  # segmented with a model package (segment --model)
+        from ..inference.pipeline import model_card_provenance
+
+        out.update({k: v for k, v in model_card_provenance(card).items() if v not in (None, "")})
     return out
 
 
@@ -65,6 +70,18 @@ def _provenance(provenance: Mapping | None, image_path, label_path, reference_pa
     for k, v in p.items():  # anything else the caller wants on record
         out[str(k).replace("_", " ").capitalize()] = v
     return out
+
+
+def _model_card_lines(prov: Mapping) -> list[str]:
+    """The model package's intended use and licence, stated near the top of the report."""
+    if not prov.get("Model package"):
+        return []
+    def text(v):
+        return "; ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    return [f'<p class="small">Model <b>{H.esc(text(prov["Model package"]))}</b> &middot; intended '
+            f'use: {H.esc(text(prov.get("Intended use", "unspecified")))} &middot; not intended '
+            f'for: {H.esc(text(prov.get("Not intended for", "unspecified")))} &middot; licence: '
+            f'{H.esc(text(prov.get("License", "unspecified")))}</p>']
 
 
 def _volume_cell(s: dict) -> str:
@@ -161,6 +178,7 @@ def build_scan_report(image_path, label_path, reference_path=None,
         f'<p class="sub">Scan <b>{H.esc(Path(image_path).name)}</b> &middot; '
         f'{n_found} of {len(stats)} organs found &middot; created {H.esc(prov["Report created"])}</p>',
         f'<div class="disclaimer">{H.esc(H.NOT_A_DIAGNOSIS)}</div>',
+        *_model_card_lines(prov),
         "<h2>Quality checks</h2>",
         H.flag_list(flags, "No quality problems detected: all organs found, volumes plausible, "
                            "kidneys on the expected sides, no fragmented organs."),
