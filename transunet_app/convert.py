@@ -1,58 +1,55 @@
-"""Turn an official TransUNet checkpoint into a self-describing transunet_app checkpoint.
-
-    python tools/convert_official.py epoch_149.pth -o transunet_synapse.pt \
-        [--model R50-ViT-B_16] [--img-size 224] [--labels datasets/synapse/labels.yaml]
+"""Official TransUNet training checkpoints -> self-describing transunet_app checkpoints.
 
 The official trainer saves a bare ``state_dict`` (``torch.save(model.state_dict())``), which
-says nothing about classes or preprocessing. This tool loads it with ``load_pretrained``
-(safe, ``weights_only``; every tensor must fit), and writes our checkpoint with the class names
-of the labels YAML and the official Synapse preprocessing (HU window [-125, 275] scaled to
-[0, 1], 1-channel 224x224 axial slices in the canonical frame of ``prepare synapse``), so that
-``segment`` needs nothing but the file.
+says nothing about classes or preprocessing. :func:`convert_official` loads it with
+``load_pretrained`` (safe, ``weights_only``; every tensor must fit) and writes our checkpoint
+with the class names of a labels YAML and the official Synapse preprocessing (HU window
+[-125, 275] scaled to [0, 1], 1-channel axial slices of ``img_size`` x ``img_size`` in the
+canonical frame of ``prepare synapse``), so that ``segment`` needs nothing but the file.
+``transunet convert`` is its command line.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
-from transunet_app.checkpoint import make_checkpoint, save_checkpoint
-from transunet_app.data.labels import load_label_spec
-from transunet_app.errors import UserError
-from transunet_app.models import build_model, load_pretrained
+from pathlib import Path
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("official", help="official TransUNet .pth (state dict, DataParallel ok)")
-    ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--model", default="R50-ViT-B_16")
-    ap.add_argument("--img-size", type=int, default=224)
-    ap.add_argument("--n-skip", type=int, default=None)
-    ap.add_argument("--labels", default=None, help="labels YAML (default: Synapse 8 organs)")
-    ap.add_argument("--overwrite", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        import os
+def convert_official(official: str | Path, output: str | Path, model_name: str = "R50-ViT-B_16",
+                     img_size: int = 224, n_skip: int | None = None, labels: str | Path | None = None,
+                     overwrite: bool = False):
+    """Convert one official TransUNet ``.pth`` (plain or ``nn.DataParallel`` state dict).
 
-        if os.path.exists(args.output) and not args.overwrite:
-            raise UserError(f"{args.output}: exists (use --overwrite)")
-        classes = load_label_spec(args.labels)["classes"]
-        names = [classes[i] for i in range(len(classes))]
-        overrides = {} if args.n_skip is None else {"n_skip": args.n_skip}
-        model = build_model(args.model, len(names), img_size=args.img_size, **overrides)
-        report = load_pretrained(model, args.official)
-        if report.format != "official TransUNet":
-            raise UserError(f"{args.official}: this is a {report.format} file, not an official "
-                            f"TransUNet training checkpoint")
-        ckpt = make_checkpoint(model, names, preprocessing={
-            "img_size": [args.img_size, args.img_size], "source": "official TransUNet checkpoint"})
-        save_checkpoint(args.output, ckpt)
-    except UserError as exc:
-        print(f"convert_official: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{report.summary()}\nwrote {args.output}")
-    return 0
+    Args:
+        official: the official checkpoint, e.g. ``epoch_149.pth``.
+        output: the checkpoint to write (atomically; never replaced without ``overwrite``).
+        model_name: registered model the official weights belong to.
+        img_size: training slice size in pixels (square).
+        n_skip: skip connections used (default: the model's own default).
+        labels: labels YAML giving the class names (default: the Synapse 8 organs).
+        overwrite: replace an existing ``output``.
 
+    Returns:
+        The :class:`~transunet_app.models.pretrained.LoadReport` of the loaded weights.
 
-if __name__ == "__main__":
-    sys.exit(main())
+    Raises:
+        UserError: ``output`` exists, the file is not an official TransUNet checkpoint, or its
+            tensors do not fit the model.
+    """
+    from .checkpoint import make_checkpoint, save_checkpoint
+    from .data.labels import load_label_spec
+    from .errors import UserError
+    from .models import build_model, load_pretrained
+
+    if Path(output).exists() and not overwrite:
+        raise UserError(f"{output}: exists (use --overwrite)")
+    classes = load_label_spec(labels)["classes"]
+    names = [classes[i] for i in range(len(classes))]
+    overrides = {} if n_skip is None else {"n_skip": n_skip}
+    model = build_model(model_name, len(names), img_size=img_size, **overrides)
+    report = load_pretrained(model, official)
+    if report.format != "official TransUNet":
+        raise UserError(f"{official}: this is a {report.format} file, not an official "
+                        f"TransUNet training checkpoint")
+    ckpt = make_checkpoint(model, names, preprocessing={
+        "img_size": [img_size, img_size], "source": "official TransUNet checkpoint"})
+    save_checkpoint(output, ckpt)
+    return report

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
+from transunet_app.testing import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 LCA_KEYS = ("lca.", "pos_layer_embed", "norm.")
 
 

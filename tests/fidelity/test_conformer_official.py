@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
+from transunet_app.testing import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 HEADS = {"conv_cls_head.weight", "conv_cls_head.bias", "trans_cls_head.weight",
          "trans_cls_head.bias"}
 #: the official ``Conformer(base_channel=64, channel_ratio=0.25, embed_dim=48, depth=3, ...)``

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
+from transunet_app.testing import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 from transunet_app.models.encoders.cvt import LayerNorm
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 OUTPUTS = ("stage1", "stage2", "stage3", "cls_token")
 HEAD_KEYS = {"head.weight", "head.bias", "norm.weight", "norm.bias"}
 
