@@ -1,5 +1,5 @@
 """Our CeiT encoders against the official coeusguo/ceit code, through golden files it recorded
-(``tools/make_golden_ceit.py``).
+(``tools/golden/make_golden_ceit.py``).
 
 Each test writes a checkpoint in the official release format itself (the DeiT-style training
 checkpoint ``{'model': state, 'optimizer': ..., 'epoch': ..., 'args': Namespace}``, or the bare

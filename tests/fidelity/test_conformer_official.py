@@ -1,6 +1,6 @@
 """Our Conformer encoders against the official implementation, through golden files it recorded.
 
-``tools/make_golden_conformer.py`` ran the official ``Conformer`` (pengzhiliang/Conformer) in
+``tools/golden/make_golden_conformer.py`` ran the official ``Conformer`` (pengzhiliang/Conformer) in
 float64 on a deterministic state dict and recorded, per stage group, its CNN-branch map and its
 tokens, the normalised final tokens and the 1/2 stem map. Each test here writes that state dict
 in an official release format itself (raw, as ``main.py`` saves it with ``{'model': ...}`` and

@@ -1,5 +1,5 @@
 """Our CvT encoders against the official microsoft/CvT code, through golden files it recorded
-(``tools/make_golden_cvt.py``).
+(``tools/golden/make_golden_cvt.py``).
 
 Each test writes a checkpoint in the official release format itself (the plain state dict of
 ``ConvolutionalVisionTransformer``, or a training checkpoint ``{'state_dict': ...}``), loads it

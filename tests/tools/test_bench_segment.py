@@ -1,12 +1,14 @@
-"""tools/bench_segment.py at its smallest: the interleaved pipelines on a tiny model.
+"""tools/bench/bench_segment.py at its smallest: the interleaved pipelines on a tiny model.
 
-Checks the machinery, not speed: every pipeline runs in its own process, they take turns in
-chunks, every slice is done exactly once, the outputs are real label maps on the input's grid,
-and segment's fp32 labels match the reference loop's where the model is confident.
+Runs the tool as a user does (a subprocess; tests never import tools/) with ``--checkpoint`` and
+``--ct``, and checks the machinery, not speed: every pipeline runs in its own process, they take
+turns in chunks, every slice is done exactly once, the outputs are real label maps on the
+input's grid, and segment's fp32 labels match the reference loop's where the model is confident.
 """
 from __future__ import annotations
 
-import importlib
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,26 +16,27 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from .conftest import save_nifti, small_phantom
+from transunet_app.checkpoint import save_checkpoint
+
+from ..inference.conftest import save_nifti, small_phantom, tiny_checkpoint_dict
 
 ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ("reference", "segment fp32", "segment bf16")
 
 
-@pytest.fixture(scope="module")
-def bench():
-    # Imported by name (not from a file spec): the worker processes unpickle
-    # bench_segment.pipeline_worker by name; spawn hands them this sys.path.
-    if str(ROOT / "tools") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tools"))
-    return importlib.import_module("bench_segment")
-
-
-def test_interleaved_pipelines_share_the_work_in_turns(bench, tiny_ckpt, tmp_path):
+def test_interleaved_pipelines_share_the_work_in_turns(tmp_path):
+    tiny_ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(tiny_ckpt, tiny_checkpoint_dict())
     ph = small_phantom()
     src = save_nifti(tmp_path / "ct.nii.gz", ph.image, ph.affine)
-    rows = bench.run_interleaved(tiny_ckpt, src, tmp_path, chunk=4, batch=4, threads=1)
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "bench_segment.py"), "--parts", "speed",
+                        "--checkpoint", str(tiny_ckpt), "--ct", str(src), "--chunk", "4", "--batch-size", "4",
+                        "--threads", "1", "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["speed"]["rows"]
     slices = ph.image.shape[2]  # LPS phantom: the last axis is axial
-    assert set(rows) == set(bench.PIPELINES)
+    assert set(rows) == set(PIPELINES)
     labels = {}
     for name, row in rows.items():
         log = row["turn_log"]
