@@ -10,7 +10,7 @@ first touch. Inference allocates the same large tensors batch after batch (the d
 first faults ~30 times and spends ~0.01 s in the kernel.
 
 The price: the process keeps its peak heap until it exits (``segment`` is a short-lived
-command; its peak RSS is measured in tools/bench_segment.py). Only glibc is tuned; elsewhere
+command; its peak RSS is measured in tools/bench/bench_segment.py). Only glibc is tuned; elsewhere
 nothing changes.
 """
 from __future__ import annotations

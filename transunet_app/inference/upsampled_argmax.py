@@ -27,7 +27,7 @@ from ..kernels import upsampled_argmax as native
 
 #: Above this share of source cells with disagreeing corners the plain path is cheaper (the
 #: exact path costs ~0.6 us per output pixel at one thread; interpolate + argmax ~0.07 us for
-#: every pixel: break-even near 11%, measured with tools/bench_upsampled_argmax.py).
+#: every pixel: break-even near 11%, measured with tools/bench/bench_upsampled_argmax.py).
 MAX_UNSURE = 0.08
 
 
