@@ -47,7 +47,7 @@ def test_every_runtime_dependency_is_imported_by_the_product():
         module = MODULE_OF.get(dist, dist)
         if not any(n == module or n.startswith(module + ".") for n in imported) and dist not in PENDING:
             unused.append(dist)
-    assert not unused, f"runtime dependencies the product never imports (move them to the test extra): {unused}"
+    assert not unused, f"runtime dependencies the product never imports (the test extra?): {unused}"
     assert not set(_distributions(project["dependencies"])) & set(
         _distributions(project["optional-dependencies"]["test"])), "a dependency is both runtime and test"
 

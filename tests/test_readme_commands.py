@@ -240,8 +240,9 @@ def test_parser_handles_continuations_chains_comments_and_prompts():
 def workdir(tmp_path) -> Path:
     """A user's folder: ``model.pt`` (a tiny transunet_app checkpoint, random weights, 32x32
     input) and ``scan.nii.gz`` (a small phantom CT in HU)."""
-    from .inference.conftest import small_phantom, tiny_checkpoint_dict
     from transunet_app.checkpoint import save_checkpoint
+
+    from .inference.conftest import small_phantom, tiny_checkpoint_dict
 
     save_checkpoint(tmp_path / "model.pt", tiny_checkpoint_dict())
     ph = small_phantom()

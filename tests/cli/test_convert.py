@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from transunet_app.testing import golden
 from transunet_app.checkpoint import load_checkpoint, model_from_checkpoint
 from transunet_app.models import build_model, load_pretrained
+from transunet_app.testing import golden
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from transunet_app.testing import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
+from transunet_app.testing import golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LCA_KEYS = ("lca.", "pos_layer_embed", "norm.")

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from transunet_app.testing import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
+from transunet_app.testing import golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 HEADS = {"conv_cls_head.weight", "conv_cls_head.bias", "trans_cls_head.weight",

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from transunet_app.testing import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 from transunet_app.models.encoders.cvt import LayerNorm
+from transunet_app.testing import golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 OUTPUTS = ("stage1", "stage2", "stage3", "cls_token")

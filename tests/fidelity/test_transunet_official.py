@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from transunet_app.models import build_model, load_pretrained
 from transunet_app.testing import golden
 from transunet_app.testing.google_npz import write_npz
-from transunet_app.models import build_model, load_pretrained
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

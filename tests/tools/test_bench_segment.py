@@ -29,9 +29,10 @@ def test_interleaved_pipelines_share_the_work_in_turns(tmp_path):
     save_checkpoint(tiny_ckpt, tiny_checkpoint_dict())
     ph = small_phantom()
     src = save_nifti(tmp_path / "ct.nii.gz", ph.image, ph.affine)
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "bench_segment.py"), "--parts", "speed",
-                        "--checkpoint", str(tiny_ckpt), "--ct", str(src), "--chunk", "4", "--batch-size", "4",
-                        "--threads", "1", "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")],
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "bench_segment.py"),
+                        "--parts", "speed", "--checkpoint", str(tiny_ckpt), "--ct", str(src),
+                        "--chunk", "4", "--batch-size", "4", "--threads", "1",
+                        "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "r.json")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["speed"]["rows"]

@@ -15,9 +15,9 @@ import sys
 
 import numpy as np
 import torch
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
 
 from transunet_app.testing import golden
-from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
 from transunet_app.testing.google_npz import npz_arrays, npz_schema
 
 # name -> (official config, img_size, n_skip, weights source)

@@ -25,10 +25,10 @@ from __future__ import annotations
 import sys
 
 import torch
-
-from transunet_app.testing import golden
 from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
 from official_shims import install_stand_ins
+
+from transunet_app.testing import golden
 
 # name -> (official factory, img_size the official model is built at, input shape)
 CASES = {

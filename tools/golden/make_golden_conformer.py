@@ -26,11 +26,11 @@ from __future__ import annotations
 import sys
 
 import torch
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
+from official_shims import install_stand_ins
 from torch import nn
 
 from transunet_app.testing import golden
-from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
-from official_shims import install_stand_ins
 
 # name -> (official builder, official kwargs, input shape, record the stem?)
 # (The official conv head assumes base_channel 64, so the reduced case narrows by the ratio.)

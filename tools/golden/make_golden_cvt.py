@@ -25,11 +25,11 @@ from functools import partial
 
 import torch
 import yaml
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
+from official_shims import install_stand_ins
 from torch import nn
 
 from transunet_app.testing import golden
-from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
-from official_shims import install_stand_ins
 
 # name -> (official YAML, input shape). CvT has no position embeddings, so the small inputs are
 # as valid a check as the training size; they keep the float64 tests fast (the official depthwise

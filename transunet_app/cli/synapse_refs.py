@@ -10,7 +10,8 @@ HELP = "write the 8-organ Synapse reference label maps of a split, named like se
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--raw", required=True, metavar="DIR", help="folder of the raw download (img/, label/)")
+    parser.add_argument("--raw", required=True, metavar="DIR",
+                        help="folder of the raw download (img/, label/)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for imgXXXX.nii.gz references")
     parser.add_argument("--split", choices=("test", "train", "all"), default="test",
                         help="cases to write (default: the 12 official test cases)")
