@@ -1,16 +1,14 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT / "tests" / "fidelity"))
 
 # One thread per test process: the suite runs as 2 xdist workers on 2 cores, and the many
 # small ops of tiny models lose more to thread synchronisation than they gain (3-20x slower
-# with 2 threads on a busy machine). Benchmarks (tools/bench_*) use every core.
+# with 2 threads on a busy machine). Benchmarks (tools/bench/) use every core.
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("TRANSUNET_TEST_THREADS", "1")))

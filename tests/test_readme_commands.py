@@ -31,8 +31,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from readme_commands import ROOT, parse_readme, readme_commands, run_argv, substitute
-from volume_files import save_nifti, sitk_from_ras, write_dicom_series
+from .readme_commands import ROOT, parse_readme, readme_commands, run_argv, substitute
+from .volume_files import save_nifti, sitk_from_ras, write_dicom_series
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ SYNAPSE_PATHS = (("/data/", "data/"),)  # the README's absolute /data root -> th
 SEGMENT_ALL_SCANS = "segment /data/Abdomen/img/ -o preds/ --checkpoint runs/r50/checkpoints/best.pt"
 SEGMENT_TEST_CASES = ("segment /data/Abdomen/img/img00{01,02,03,04,08,22,25,29,32,35,36,38}.nii.gz -o preds/ "
                       "--checkpoint runs/r50/checkpoints/best.pt")
-MAKE_REFS = "python tools/synapse_refs.py --raw /data/Abdomen --out refs/"
+MAKE_REFS = "transunet synapse-refs --raw /data/Abdomen --out refs/"
 # A shorthand in prose that cannot run as shown (elided arguments); proposed for removal.
 TORCHRUN_SCRIPT_SHORTHAND = "torchrun $(which transunet) train ..."
 MAY_BE_ABSENT = {SEGMENT_ALL_SCANS, SEGMENT_TEST_CASES, MAKE_REFS, TORCHRUN_SCRIPT_SHORTHAND}
@@ -84,10 +84,13 @@ EXERCISED: dict[str, Exercise] = {
         "verbatim", "test_segment_dicom_series_and_folder"),
     "segment scans/ -o labels/ --checkpoint model.pt --jobs 2": Exercise(
         "verbatim", "test_segment_dicom_series_and_folder"),
-    "python tools/convert_official.py epoch_149.pth -o transunet_synapse.pt --model R50-ViT-B_16": Exercise(
+    "transunet convert epoch_149.pth -o transunet_synapse.pt --model R50-ViT-B_16": Exercise(
         "verbatim", "test_synapse_prepare_train_segment_evaluate",
-        why="slow: a 105 M-parameter official-format state dict; tests/tools/test_convert_official.py "
+        why="slow: a 105 M-parameter official-format state dict; tests/cli/test_convert.py "
             "checks the conversion's logits on ViT-B_16"),
+    "transunet convert": Exercise(
+        "elsewhere", "tests/cli/test_convert.py::test_convert_official_checkpoint",
+        why="command named in prose; its full form above is run verbatim"),
     # -- train on Synapse (raw data in the official img/ + label/ layout written by the test)
     "transunet prepare synapse --raw /data/Abdomen --out /data/Synapse": Exercise(
         "substituted", "test_synapse_prepare_train_segment_evaluate", replacements=SYNAPSE_PATHS),
@@ -122,7 +125,7 @@ EXERCISED: dict[str, Exercise] = {
         why="an alternative spelling in prose (elided arguments) of the torchrun command above"),
     # -- backbones
     "transunet info": Exercise("verbatim", "test_info_lists_every_backbone"),
-    "python tools/bench_model.py --batches 8 --rounds 3 --modes fp32 bf16-inference": Exercise(
+    "python tools/bench/bench_model.py --batches 8 --rounds 3 --modes fp32 bf16-inference": Exercise(
         "substituted", "test_bench_model_prints_the_table",
         extra=("--models", "tiny", "--size", "32", "32", "--rounds", "1", "--modes", "fp32")),
     # -- evaluation conventions, reports
@@ -260,8 +263,9 @@ def test_parser_handles_continuations_chains_comments_and_prompts():
 def workdir(tmp_path) -> Path:
     """A user's folder: ``model.pt`` (a tiny transunet_app checkpoint, random weights, 32x32
     input) and ``scan.nii.gz`` (a small phantom CT in HU)."""
-    from inference.conftest import small_phantom, tiny_checkpoint_dict
     from transunet_app.checkpoint import save_checkpoint
+
+    from .inference.conftest import small_phantom, tiny_checkpoint_dict
 
     save_checkpoint(tmp_path / "model.pt", tiny_checkpoint_dict())
     ph = small_phantom()
@@ -296,7 +300,7 @@ def test_segment_a_scan_then_report(workdir):
 
 
 def test_segment_dicom_series_and_folder(workdir):
-    from inference.conftest import small_phantom
+    from .inference.conftest import small_phantom
 
     ph = small_phantom(seed=8)
     write_dicom_series(sitk_from_ras(ph.image, ph.affine), workdir / "dicom_series_folder", "1.2.3.4.5")
@@ -321,7 +325,7 @@ def _write_preds_and_refs(folder: Path) -> None:
     one case missing the gallbladder (a known Dice below 1)."""
     from scipy import ndimage as ndi
 
-    from inference.conftest import small_phantom
+    from .inference.conftest import small_phantom
 
     for seed in (3, 4):
         ph = small_phantom(seed=seed, noise=False)
@@ -355,7 +359,7 @@ def test_evaluate_both_conventions_then_dataset_report(tmp_path):
 
 
 def test_prepare_folder(tmp_path):
-    from inference.conftest import small_phantom
+    from .inference.conftest import small_phantom
 
     names = ["a", "b", "c"]
     for i, n in enumerate(names):
@@ -383,7 +387,7 @@ def test_info_lists_every_backbone(tmp_path):
 
 
 def test_bench_model_prints_the_table(tmp_path):
-    r = run_argv(readme_argv("python tools/bench_model.py --batches 8 --rounds 3 --modes fp32 bf16-inference"), ROOT, env=_env())
+    r = run_argv(readme_argv("python tools/bench/bench_model.py --batches 8 --rounds 3 --modes fp32 bf16-inference"), ROOT, env=_env())
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| tiny ")]
     assert len(rows) == 1 and "| fp32 | 8 |" in rows[0], r.stdout
@@ -410,11 +414,10 @@ def _write_btcv_download(abdomen: Path) -> None:
 def test_synapse_prepare_train_segment_evaluate(tmp_path):
     """README "Train on Synapse" and "Multi-GPU", in order, with R50-ViT-B_16 and a Google-schema
     ImageNet-21k .npz (random values, the official key names and shapes, 459 MB)."""
-    import google_npz
     import torch
 
-    import golden
     from transunet_app.checkpoint import load_checkpoint
+    from transunet_app.testing import golden, google_npz
 
     work = tmp_path
     _write_btcv_download(work / "data" / "Abdomen")
@@ -422,8 +425,8 @@ def test_synapse_prepare_train_segment_evaluate(tmp_path):
     # the config's own model.pretrained path, used by the torchrun command (no override there)
     (work / "pretrained" / "imagenet21k").mkdir(parents=True)
     os.link(work / "R50+ViT-B_16.npz", work / "pretrained" / "imagenet21k" / "R50+ViT-B_16.npz")
-    # README's commands run from the checkout (configs/..., tools/...): link those in
-    for folder in ("configs", "tools"):
+    # README's commands run from the checkout (configs/...): link it in
+    for folder in ("configs",):
         (work / folder).symlink_to(ROOT / folder, target_is_directory=True)
 
     # README's Python block (see PYTHON_BLOCKS): build R50-ViT-B_16 and load the .npz
@@ -481,9 +484,9 @@ def test_synapse_prepare_train_segment_evaluate(tmp_path):
     assert "mean of organs" in r.stdout
 
     # an official-trainer R50-ViT-B_16 state dict (nn.DataParallel keys) -> a segment checkpoint
-    schema = golden.load_golden(ROOT / "tests" / "golden" / "transunet_r50_vit_b16_pth.npz")["schema"]
+    schema = golden.load_golden(ROOT / "tests" / "fidelity" / "golden" / "transunet_r50_vit_b16_pth.npz")["schema"]
     torch.save({"module." + k: v for k, v in golden.official_like_state(schema, 0, torch.float32).items()},
                work / "epoch_149.pth")
-    run_readme("python tools/convert_official.py epoch_149.pth -o transunet_synapse.pt --model R50-ViT-B_16", work)
+    run_readme("transunet convert epoch_149.pth -o transunet_synapse.pt --model R50-ViT-B_16", work)
     ckpt = load_checkpoint(work / "transunet_synapse.pt")
     assert ckpt["model"]["name"] == "R50-ViT-B_16" and ckpt["classes"][5] == "liver"

@@ -95,7 +95,7 @@ def load_checkpoint(path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != OWN_FORMAT:
         raise CheckpointError(f"{path}: not a transunet_app checkpoint (an official TransUNet "
                               f"or ImageNet weight file is loaded with load_pretrained, or "
-                              f"converted with tools/convert_official.py)")
+                              f"converted with transunet convert)")
     for key in ("model", "state_dict", "classes", "preprocessing"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")

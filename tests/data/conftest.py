@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volume_files import save_nifti  # noqa: F401 (the data tests import it from here)
+from ..volume_files import save_nifti  # noqa: F401 (the data tests import it from here)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from transunet_app.data.io import read_image, write_nifti
 from transunet_app.errors import UserError
 
-from volume_files import save_nifti, sitk_from_ras, write_dicom_series
+from ..volume_files import save_nifti, sitk_from_ras, write_dicom_series
 
 # Flips, an axis permutation and anisotropic spacing (voxel axes: i -> -y (P), j -> z (S), k -> -x (L)).
 PERMUTED_AFFINE = np.array([

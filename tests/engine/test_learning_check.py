@@ -2,20 +2,14 @@
 reaches a mean Dice over the 8 organs of at least 0.85 in under 10 CPU minutes."""
 from __future__ import annotations
 
-import argparse
-import importlib.util
-
 import pytest
 
-from .conftest import REPO_ROOT
+from transunet_app.engine.learning_check import learning_check
 
 
 @pytest.mark.slow
 def test_real_ct_learning_check(shared_ct):
-    spec = importlib.util.spec_from_file_location("bench_train", REPO_ROOT / "tools" / "bench_train.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.learning_check(argparse.Namespace(overrides=[]))
+    result = learning_check(shared_ct[0].parent)
     assert "skipped" not in result
     organs = result["per_organ"]
     assert len(organs) == 8

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
-from google_npz import write_npz
 from transunet_app.models import build_model, load_pretrained
+from transunet_app.testing import golden
+from transunet_app.testing.google_npz import write_npz
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 def _official_pth(tmp_path, g, wrap=False):

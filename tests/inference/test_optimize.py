@@ -1,7 +1,7 @@
 """The bf16 inference model's float32 parts (stem, oneDNN biases, head) and its outputs.
 
 ``prepare_for_inference`` keeps in float32 what decides near-ties between organs at little cost
-(see transunet_app/inference/optimize.py and tools/check_bf16_agreement.py); these tests pin
+(see transunet_app/inference/optimize.py and tools/bench/check_bf16_agreement.py); these tests pin
 where each part runs and that the prepared models still compute the trained model.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import torch
 from transunet_app.models import build_encoder, build_model, list_models
 from transunet_app.models.encoders.ceit import LeFF, resize_grid_pos_embed
 
-from encoder_checks import check_full_model_bf16, parameters_without_gradient
+from .encoder_checks import check_full_model_bf16, parameters_without_gradient
 
 SMALL = dict(depth=2)  # behaviour tests on a 2-block CeiT-T
 

@@ -6,7 +6,7 @@ import torch
 from transunet_app.models import build_encoder, build_model, list_models
 from transunet_app.models.layers import DepthwiseConv2d
 
-from encoder_checks import check_full_model_bf16, parameters_without_gradient
+from .encoder_checks import check_full_model_bf16, parameters_without_gradient
 
 # A 1-block-per-stage CvT-13 keeps the behaviour tests fast; the variants' own sizes are
 # checked on the meta device (no memory, no compute).

@@ -19,17 +19,14 @@ from .. import __version__
 from ..errors import UserError
 
 # Order is the order shown in --help.
-COMMANDS = ("prepare", "train", "segment", "evaluate", "report", "demo", "info", "package",
-            "models", "export")
+# Command names as typed; the module is the name with "-" as "_" (synapse-refs -> synapse_refs).
+COMMANDS = ("prepare", "train", "segment", "evaluate", "report", "demo", "convert", "synapse-refs",
+            "package", "models", "export", "info")
 
 
 def _load_command(name: str):
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:  # command not built yet in this checkout
-        if exc.name == f"{__name__}.{name}":
-            return None
-        raise
+    """The module of a command; a missing module is an ImportError, never a silently absent command."""
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = _load_command(name)
-        if module is None:
-            continue
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -78,9 +73,6 @@ def main(argv: list[str] | None = None) -> int:
 def segment_main(argv: list[str] | None = None) -> int:
     """The ``segment`` console script: same as ``transunet segment``."""
     module = _load_command("segment")
-    if module is None:
-        print("segment: not available in this build", file=sys.stderr)
-        return 2
     parser = argparse.ArgumentParser(prog="segment", description=module.HELP)
     parser.add_argument("--version", action="version", version=f"transunet-app {__version__}")
     module.add_arguments(parser)

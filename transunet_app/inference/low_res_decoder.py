@@ -11,7 +11,7 @@ upsampled x and the concatenation are never built.
 Numerics: the taps' maps and their upsampled sum are each rounded to bf16 once (the plain
 block rounds only its output), the bias is added in float32 before the sum's rounding; the
 skip's convolution accumulates the sum in float32 inside oneDNN and applies the ReLU.
-Measured on a trained model with ``tools/check_bf16_agreement.py``.
+Measured on a trained model with ``tools/bench/check_bf16_agreement.py``.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ per R50-ViT-B_16 forward and a noticeable share of a ``segment`` run in the kern
 blocks kept on one heap, runs after the first barely fault (counts in BENCHMARKS.md).
 
 The price: the process keeps its peak heap until it exits (``segment`` is a short-lived
-command; its peak RSS is measured in tools/bench_segment.py). Only glibc is tuned; elsewhere
+command; its peak RSS is measured in tools/bench/bench_segment.py). Only glibc is tuned; elsewhere
 nothing changes.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ layout), and the activation that follows is fused into the same kernel:
 
 These are the kernels ``torch.compile`` (Inductor's "freezing") emits for the same graphs, called
 through the same ``torch.ops.mkldnn`` operators, without its minutes of compilation per model.
-Measured in ``tools/bench_model.py`` (mode ``bf16-inference``); outputs agree with the unfused
+Measured in ``tools/bench/bench_model.py`` (mode ``bf16-inference``); outputs agree with the unfused
 model to rounding (tests/inference/test_onednn.py).
 
 float32 matters on CPUs where torch's float32 ``F.linear`` (MKL's GEMM) does not use AVX-512

@@ -11,7 +11,7 @@
 * On CPU (bf16 and float32), Linear/Conv2d layers use pre-packed oneDNN weights with the
   following ReLU or GELU fused (:mod:`.onednn`).
 * bf16 keeps float32 where rounding decides near-ties between organs and float32 costs
-  little (measured with ``tools/check_bf16_agreement.py`` on a trained model):
+  little (measured with ``tools/bench/check_bf16_agreement.py`` on a trained model):
 
   - the stem convolution (:func:`find_stem`: R50's root conv, a ViT's patch embedding, ...)
     runs in float32 on the float32 model input, summed over the repeated grey channels
@@ -279,7 +279,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
             torch's oneDNN can run the dtype (tests, measurements); False: never.
         float32_stem: for bf16/fp16, run the stem in float32 (see the module notes).
         float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
-            ``"decoder.blocks.3"``; for measurements, see tools/check_bf16_agreement.py).
+            ``"decoder.blocks.3"``; for measurements, see tools/bench/check_bf16_agreement.py).
         low_res_decoder: for bf16 on CPU (with ``fuse``), decoder blocks convolve their
             upsampled input at low resolution (:mod:`.low_res_decoder`). (With ``fuse``, R50's
             GroupNorms also take the following addition and ReLU: :mod:`.fused_resnet`.)

@@ -27,7 +27,7 @@
  * PV_ROWS x (16*PV_DB) output columns. Both keep their accumulators in zmm registers (6x4 =
  * 24 of 32, plus the loaded K/V vectors); q and p pairs come from vpbroadcastd (a {1to16}
  * memory operand on vdpbf16ps, written with inline asm, was 2.5x slower on Zen 5). Measured
- * with tools/bench_attention.py at (8, 12, 196, 64), one thread: 12/6x4/6x4 2.43-2.6 ms,
+ * with tools/bench/bench_attention.py at (8, 12, 196, 64), one thread: 12/6x4/6x4 2.43-2.6 ms,
  * 12/6x4/4x4 2.50, 8/4x4/4x4 2.70, 8/8x3/8x3 2.74, 16/8x3/8x3 3.06 (noise ~3%). */
 #ifndef ROWS
 #define ROWS 12

@@ -6,7 +6,7 @@ At the ViT-B shape of R50-ViT-B_16 (q, k, v of (8, 12, 196, 64) bf16) torch's CP
 in ``attention.c`` does both products with ``vdpbf16ps`` (fp32 accumulation), keeps the
 scores and the softmax in fp32 and rounds only the probabilities (for P.V) and the output to
 bf16, like the flash kernel: same accuracy against a float64 reference, ~5x faster
-(``tools/bench_attention.py``).
+(``tools/bench/bench_attention.py``).
 
 The kernel is compiled on first use and loaded by :mod:`.native` (cached, ctypes: the GIL is
 released during the call). Any failure (CPU without avx512_bf16, no compiler, compile or load error) leaves

@@ -15,7 +15,7 @@ Definitions follow ``medpy.metric.binary`` exactly, so numbers compare with the 
   masks lying within ``tau`` of the other surface, counted over voxels (MONAI's
   ``compute_surface_dice`` with ``use_subvoxels=False``).
 
-Why it is fast (see ``tools/bench_metrics.py``): everything is computed on the union bounding
+Why it is fast (see ``tools/bench/bench_metrics.py``): everything is computed on the union bounding
 box of both masks padded by one background voxel (the surface and all nearest neighbours lie
 inside it, so the result is identical), the erosion is six shifted ANDs instead of
 ``scipy.ndimage.binary_erosion``, and distances are nearest-neighbour queries of surface voxels

@@ -150,7 +150,7 @@ class GroupNorm(nn.GroupNorm):
     shapes. For channels-last maps this layer uses :func:`channels_last_group_norm` instead:
     per-pixel rows reduced as contiguous vectors, float32 statistics for half inputs, the same
     mathematics (mean, E[x^2] - mean^2) and an analytic backward.
-    ``tools/bench_model.py`` and ``tools/bench_train.py`` measure the effect on the model.
+    ``tools/bench/bench_model.py`` and ``tools/bench/bench_train.py`` measure the effect on the model.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

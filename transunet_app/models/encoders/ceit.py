@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Optional
 
+from einops import rearrange
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,13 +115,12 @@ class LeFF(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        b, _, c = x.shape
         cls, tokens = x[:, :1], x[:, 1:]
-        y = tokens.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)  # channels_last view
+        y = rearrange(tokens, "b (h w) c -> b c h w", h=hw[0], w=hw[1])  # channels_last view
         y = self.act(self.bn1(self.conv1(y)))
         y = self.act(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return torch.cat((cls, y.flatten(2).transpose(1, 2)), dim=1)
+        return torch.cat((cls, rearrange(y, "b c h w -> b (h w) c")), dim=1)
 
 
 class CeiTBlock(nn.Module):
@@ -260,7 +260,7 @@ class CeiTEncoder(Encoder):
         self.check_input(x)
         fmap, quarter, half = self.i2t(x)
         b, c, h, w = fmap.shape
-        tokens = torch.cat((self.cls_token.expand(b, -1, -1), fmap.flatten(2).transpose(1, 2)),
+        tokens = torch.cat((self.cls_token.expand(b, -1, -1), rearrange(fmap, "b c h w -> b (h w) c")),
                            dim=1)
         pos = resize_grid_pos_embed(self.pos_embed, self.grid, (h, w))
         x = self.pos_drop(tokens + pos)
@@ -270,7 +270,7 @@ class CeiTEncoder(Encoder):
             cls_tokens.append(x[:, 0])
             if return_attention:
                 attentions.append(weights)
-        patch_map = x[:, 1:].reshape(b, h, w, c).permute(0, 3, 1, 2)  # channels_last view
+        patch_map = rearrange(x[:, 1:], "b (h w) c -> b c h w", h=h, w=w)  # channels_last view
         return CeiTFeatures(x, patch_map, quarter, half, torch.stack(cls_tokens, dim=1),
                             attentions)
 

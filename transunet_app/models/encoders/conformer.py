@@ -58,6 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from einops import rearrange
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,7 +130,7 @@ class FCUDown(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.sample_pooling(self.conv_project(x)).flatten(2).transpose(1, 2)
+        x = rearrange(self.sample_pooling(self.conv_project(x)), "b c h w -> b (h w) c")
         x = self.act(self.ln(x))
         return torch.cat([tokens[:, :1], x], dim=1)
 
@@ -312,7 +313,7 @@ class ConformerEncoder(Encoder):
         cnn, _ = self.conv_1(base)
         tokens = self.trans_patch_conv(base)  # (B, C, H/16, W/16)
         grid = tuple(tokens.shape[-2:])
-        tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens.flatten(2).transpose(1, 2)],
+        tokens = torch.cat([self.cls_token.expand(b, -1, -1), rearrange(tokens, "b c h w -> b (h w) c")],
                            dim=1)
         tokens, weights = self.trans_1(tokens, return_attention)
         attentions = [weights] if return_attention else None

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Mapping, Optional, Sequence
 
+from einops import rearrange
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,13 +71,12 @@ class QuickGELU(nn.Module):
 
 def _tokens_to_map(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, h*w, C) -> (B, C, h, w) as a channels_last view (no copy)."""
-    b, _, c = x.shape
-    return x.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+    return rearrange(x, "b (h w) c -> b c h w", h=hw[0], w=hw[1])
 
 
 def _map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B, h*w, C)."""
-    return x.flatten(2).transpose(1, 2)
+    return rearrange(x, "b c h w -> b (h w) c")
 
 
 class ConvEmbed(nn.Module):

@@ -17,6 +17,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from einops import rearrange
 import torch
 from torch import nn
 
@@ -106,8 +107,8 @@ class VisionTransformerEncoder(Encoder):
         else:
             skips = [None, None, None]
         x = self.patch_embed(x)  # (B, hidden, h, w)
-        b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, hidden)
+        h, w = x.shape[-2:]
+        tokens = rearrange(x, "b c h w -> b (h w) c")  # (B, h*w, hidden)
         pos = self.pos_embed
         if (h, w) != self.grid:
             pos = resize_pos_embed(pos, self.grid, (h, w))
@@ -119,7 +120,7 @@ class VisionTransformerEncoder(Encoder):
                 attentions.append(weights)
         tokens = self.norm(tokens)
         # (B, h*w, C) -> (B, C, h, w) as a channels_last view: no copy for the decoder's convs.
-        bottleneck = tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        bottleneck = rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)
         return EncoderOutput(bottleneck, tuple(skips), attentions)
 
 

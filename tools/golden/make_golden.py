@@ -1,27 +1,24 @@
 """Record golden fidelity files from a local checkout of the official TransUNet code.
 
-    python tools/make_golden.py --official /path/to/TransUNet [--only NAME]
+    python tools/golden/make_golden.py --official /path/to/TransUNet [--only NAME]
 
 The official code is used only here, at development time, from the path given; it is never
-copied into this repository. The recorded files (``tests/golden/*.npz``) hold the official
-state-dict schema, the input seed and float64 output summaries (see tests/fidelity/golden.py);
+copied into this repository. The recorded files (``tests/fidelity/golden/*.npz``) hold the official
+state-dict schema, the input seed and float64 output summaries (see transunet_app/testing/golden.py);
 ``tests/fidelity/test_transunet_official.py`` checks our model against them.
 Requires ``ml_collections`` (the official configs use it).
 """
 from __future__ import annotations
 
 import copy
-import os
 import sys
 
 import numpy as np
 import torch
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
-import golden  # noqa: E402
-from golden_cli import recording_plan, write_case  # noqa: E402
-from google_npz import npz_arrays, npz_schema  # noqa: E402
+from transunet_app.testing import golden
+from transunet_app.testing.google_npz import npz_arrays, npz_schema
 
 # name -> (official config, img_size, n_skip, weights source)
 CASES = {

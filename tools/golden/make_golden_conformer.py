@@ -1,12 +1,12 @@
 """Record golden fidelity files from a local checkout of the official Conformer code.
 
-    python tools/make_golden_conformer.py --official /path/to/pengzhiliang/Conformer [--only NAME]
+    python tools/golden/make_golden_conformer.py --official /path/to/pengzhiliang/Conformer [--only NAME]
 
 The official code is used only here, at development time, from the path given; it is never
 copied into this repository. Its variants come from its own ``models.py``
 (``Conformer_{tiny,small,base}_patch16``) and, for the reduced case, its ``Conformer`` class.
 It imports ``timm`` (and ``models.py`` a ViT module needing torchvision); neither may be
-installed here, so this tool registers the in-memory stand-ins of ``tools/official_shims.py``
+installed here, so this tool registers the in-memory stand-ins of ``tools/golden/official_shims.py``
 (``DropPath`` and ``trunc_normal_`` only matter for training and initialisation,
 ``register_model`` is the identity) before importing it.
 
@@ -19,21 +19,18 @@ modules (its own ``forward`` runs unchanged):
   for k in the last stage of each resolution group (4, 8, 12 for depth 12), plus k = 1;
 * ``normed``: ``trans_norm`` output (final tokens).
 
-``tests/models/test_conformer_official.py`` checks our encoder against these files.
+``tests/fidelity/test_conformer_official.py`` checks our encoder against these files.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
+from official_shims import install_stand_ins
 from torch import nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
-import golden  # noqa: E402
-from golden_cli import recording_plan, write_case  # noqa: E402
-from official_shims import install_stand_ins  # noqa: E402
+from transunet_app.testing import golden
 
 # name -> (official builder, official kwargs, input shape, record the stem?)
 # (The official conv head assumes base_channel 64, so the reduced case narrows by the ratio.)

@@ -1,6 +1,6 @@
 """Screenshot an HTML report with headless Chromium, to look at it the way a person would.
 
-Run: ``python tools/render_report.py report.html -o shot.png [--width 1100] [--height 3000]``
+Run: ``python tools/bench/render_report.py report.html -o shot.png [--width 1100] [--height 3000]``
 (``apt-get install -y chromium``). Not needed in CI. Chromium runs with a fresh temporary
 profile, no GPU, no sandbox, and no background network activity; the report itself is
 self-contained, so nothing is fetched.

@@ -1,5 +1,5 @@
 """Our CeiT encoders against the official coeusguo/ceit code, through golden files it recorded
-(``tools/make_golden_ceit.py``).
+(``tools/golden/make_golden_ceit.py``).
 
 Each test writes a checkpoint in the official release format itself (the DeiT-style training
 checkpoint ``{'model': state, 'optimizer': ..., 'epoch': ..., 'args': Namespace}``, or the bare
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
+from transunet_app.testing import golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 LCA_KEYS = ("lca.", "pos_layer_embed", "norm.")
 
 

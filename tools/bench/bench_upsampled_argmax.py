@@ -8,7 +8,7 @@ from smooth random fields. Resized to 512x512. Interleaved rounds, medians.
 
 Usage::
 
-    python tools/bench_upsampled_argmax.py [--threads 2] [--rounds 15]
+    python tools/bench/bench_upsampled_argmax.py [--threads 2] [--rounds 15]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transunet_app.inference.upsampled_argmax import upsampled_argmax, upsampled_argmax_torch
 from transunet_app.kernels import upsampled_argmax as kernel
 
-LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct_abdomen_3mm_labels.nii.gz"
+LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ct_abdomen_3mm_labels.nii.gz"
 
 
 def realistic_scores(size: int = 224, seed: int = 0) -> tuple[torch.Tensor, str]:

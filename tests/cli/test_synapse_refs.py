@@ -1,15 +1,13 @@
-"""tools/synapse_refs.py: BTCV references become 8-organ maps named like segment's outputs."""
+"""``transunet synapse-refs``: BTCV references become 8-organ maps named like segment's outputs."""
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from volume_files import save_nifti
+from ..volume_files import save_nifti
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = [sys.executable, str(ROOT / "tools" / "synapse_refs.py")]
+TOOL = [sys.executable, "-m", "transunet_app", "synapse-refs"]
 # A permuted, flipped voxel order with 0.8 mm x 2.5 mm voxels (the grid must be kept as is).
 AFFINE = np.array([[0, -0.8, 0, 200.0], [0, 0, -0.8, 180.0], [2.5, 0, 0, -300.0], [0, 0, 0, 1.0]])
 

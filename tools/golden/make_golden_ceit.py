@@ -1,6 +1,6 @@
 """Record CeiT golden fidelity files from a local checkout of the official coeusguo/ceit code.
 
-    python tools/make_golden_ceit.py --official /path/to/coeusguo+ceit [--only NAME]
+    python tools/golden/make_golden_ceit.py --official /path/to/coeusguo+ceit [--only NAME]
 
 The official model (``ceit_{tiny,small,base}_patch16_224`` of ``ceit_model.py``, optionally at
 another ``img_size``) is filled with ``golden.official_like_state`` (seed 0), run in float64
@@ -17,21 +17,18 @@ other size; its position embeddings are resized by the rule of the official fine
 what our loader must reproduce from the 224 checkpoint.
 
 ``timm`` (not installable here) is replaced by the in-memory stand-ins of
-``tools/official_shims.py`` (``DropPath`` is only reached with rate 0). The official code is used
+``tools/golden/official_shims.py`` (``DropPath`` is only reached with rate 0). The official code is used
 only here, from the path given; it is never copied into this repo.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
+from official_shims import install_stand_ins
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
-import golden  # noqa: E402
-from golden_cli import recording_plan, write_case  # noqa: E402
-from official_shims import install_stand_ins  # noqa: E402
+from transunet_app.testing import golden
 
 # name -> (official factory, img_size the official model is built at, input shape)
 CASES = {

@@ -23,20 +23,20 @@ package's cheaper CPU dropout (``models.layers.dropout``), so their masks differ
 ``--agree-iterations`` therefore run with every dropout off (same weights, same batch: equal
 losses expected); the timed iterations that follow run the recipe as it is, dropout 0.1 on.
 
-    python tools/bench_train.py                 # throughput + loss agreement (long on a CPU)
-    python tools/bench_train.py --official DIR  # reference trains the official network
-    python tools/bench_train.py --iterations 2 --warmup 1
-    python tools/bench_train.py --learning-check-only
+    python tools/bench/bench_train.py                 # throughput + loss agreement (long on a CPU)
+    python tools/bench/bench_train.py --official DIR  # reference trains the official network
+    python tools/bench/bench_train.py --iterations 2 --warmup 1
+    python tools/bench/bench_train.py --learning-check-only
 
 ``--learning-check`` also trains configs/real_ct_learning.yaml on the 30 slices of the real CT
-and reports the mean Dice over the 8 organs and the CPU time it took.
+and reports the mean Dice over the 8 organs and the CPU time it took
+(:mod:`transunet_app.engine.learning_check`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
@@ -194,6 +194,37 @@ def set_dropout(model: torch.nn.Module, on: bool) -> None:
                 del m.bench_p
 
 
+def check_dropout() -> int:
+    """``--check-dropout``: the reference's dropout on the tiny model is torch's ``nn.Dropout``
+    (none of this package's left), :func:`set_dropout` makes the forward deterministic and
+    restores every rate. Exit code 0 when all holds, 1 with the reason on stderr otherwise."""
+    from transunet_app.models import build_model
+    from transunet_app.models.layers import Dropout
+
+    model = torch_dropout(build_model("tiny", 9, img_size=32)).train()
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates = [m.p for m in drops]
+    x = torch.rand(2, 1, 32, 32)
+    problems = []
+    if not drops or any(isinstance(m, Dropout) for m in drops):
+        problems.append("the model's dropout layers are not all torch.nn.Dropout")
+    if not rates or max(rates) != 0.1:
+        problems.append(f"dropout rates {rates}, expected the recipe's 0.1")
+    set_dropout(model, on=False)
+    if not torch.equal(model(x), model(x)):
+        problems.append("dropout switched off, yet two forwards differ")
+    set_dropout(model, on=True)
+    if [m.p for m in drops] != rates:
+        problems.append("rates not restored after switching dropout back on")
+    if torch.equal(model(x), model(x)):
+        problems.append("dropout back on, yet two forwards are equal")
+    if problems:
+        print("dropout check failed: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    print(f"dropout check: ok ({len(drops)} torch.nn.Dropout layers, max rate {max(rates)})")
+    return 0
+
+
 class Loop:
     """One training loop: its own loader, model copy, optimizer and step function."""
 
@@ -219,8 +250,7 @@ def official_init(repo: str, img_size: int) -> tuple[torch.nn.Module, dict]:
     state dict, as a user converts an official checkpoint): every loop starts from them."""
     from transunet_app.models import build_model, load_pretrained
 
-    sys.path.insert(0, str(REPO / "tools"))
-    from bench_segment import build_official
+    from bench_segment import build_official  # tools/bench, the script's folder
 
     torch.manual_seed(1234)
     official = build_official(repo, img=img_size, num_classes=9)
@@ -385,34 +415,9 @@ def loader_cost(args, batch: int = 24, batches: int = 3) -> dict:
 
 
 def learning_check(args) -> dict:
-    from transunet_app.data.folders import prepare_folder
-    from transunet_app.engine import train
+    from transunet_app.engine.learning_check import learning_check as run_check
 
-    ct = SHARED / "ct_abdomen_3mm.nii.gz"
-    if not ct.exists():
-        return {"skipped": f"real CT sample not found in {SHARED.resolve()}"}
-    with tempfile.TemporaryDirectory(prefix="learning_check_") as tmp:
-        tmp = Path(tmp)
-        src = tmp / "src"
-        for sub, f in (("imagesTr", ct), ("labelsTr", SHARED / "ct_abdomen_3mm_labels.nii.gz")):
-            (src / sub).mkdir(parents=True)
-            (src / sub / "ct.nii.gz").symlink_to(f.resolve())
-        prepare_folder(src, tmp / "data", labels_yaml=REPO / "datasets" / "synapse" / "labels_8class.yaml",
-                       splits={"train": ["ct"], "test": []})
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        t0 = time.perf_counter()
-        overrides = [f"data.root={tmp / 'data'}", "log.progress=false", *args.overrides]
-        best = train(REPO / "configs" / "real_ct_learning.yaml", tmp / "run", overrides=overrides)
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        from transunet_app.checkpoint import load_checkpoint
-
-        metrics = load_checkpoint(best)["metrics"]
-        history = [json.loads(ln) for ln in (tmp / "run" / "log.jsonl").read_text().splitlines()]
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    vals = [(r["iteration"], r["mean_dice"]) for r in history if r.get("event") == "validation"]
-    return {"mean_dice": metrics["mean_dice"], "per_organ": metrics["per_organ"], "cpu_minutes": cpu / 60,
-            "wall_minutes": wall / 60, "validations": vals, "overrides": args.overrides}
+    return run_check(SHARED, args.overrides)
 
 
 def main(argv=None) -> int:
@@ -432,8 +437,12 @@ def main(argv=None) -> int:
     p.add_argument("--loader-only", action="store_true",
                    help="only the loading cost of a batch of 24 (512x512 -> img-size) for both pipelines")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--check-dropout", action="store_true",
+                   help="only check the reference loop's dropout handling on the tiny model and exit")
     p.add_argument("overrides", nargs="*", help="config overrides for the learning check")
     args = p.parse_args(argv)
+    if args.check_dropout:
+        return check_dropout()
     from transunet_app.inference.precision import bf16_hardware
 
     results = {"cpu_bf16": bf16_hardware(), "torch": torch.__version__}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import golden
+from . import golden
 
 
 def npz_schema(hybrid: bool, hs=768, layers=12, heads=12, mlp=3072, grid=14):

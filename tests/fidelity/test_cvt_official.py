@@ -1,5 +1,5 @@
 """Our CvT encoders against the official microsoft/CvT code, through golden files it recorded
-(``tools/make_golden_cvt.py``).
+(``tools/golden/make_golden_cvt.py``).
 
 Each test writes a checkpoint in the official release format itself (the plain state dict of
 ``ConvolutionalVisionTransformer``, or a training checkpoint ``{'state_dict': ...}``), loads it
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 from transunet_app.models.encoders.cvt import LayerNorm
+from transunet_app.testing import golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 OUTPUTS = ("stage1", "stage2", "stage3", "cls_token")
 HEAD_KEYS = {"head.weight", "head.bias", "norm.weight", "norm.bias"}
 

@@ -1,6 +1,6 @@
 """In-memory stand-ins that let the official CvT, CeiT and Conformer files import on this torch.
 
-Used only by the golden recorders (``tools/make_golden_{cvt,ceit,conformer}.py``). The 2021
+Used only by the golden recorders (``tools/golden/make_golden_{cvt,ceit,conformer}.py``). The 2021
 official code imports a few names from ``timm`` (not installable here: it pulls torchvision
 and a CUDA torch) and ``torch._six`` (removed from torch). None of these names changes the
 arithmetic of a recording, which runs in eval mode from ``golden.official_like_state``:

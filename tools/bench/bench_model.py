@@ -1,6 +1,6 @@
 """Model speed on this CPU: params, forward GFLOPs, seconds per slice, share of matmul peak.
 
-    python tools/bench_model.py [--models R50-ViT-B_16 ViT-B_16 ...] [--batches 1 8] [--rounds 5] [--modes ...]
+    python tools/bench/bench_model.py [--models R50-ViT-B_16 ViT-B_16 ...] [--batches 1 8] [--rounds 5] [--modes ...]
 
 For each model at 224x224 (1-channel input, 9 classes, eval mode, ``inference_mode`` (autocast:
 ``no_grad``, which keeps autocast's weight cache), ``channels_last``): parameter count, forward GFLOPs per slice (``FlopCounterMode``: 2 x MACs of

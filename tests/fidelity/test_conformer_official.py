@@ -1,6 +1,6 @@
 """Our Conformer encoders against the official implementation, through golden files it recorded.
 
-``tools/make_golden_conformer.py`` ran the official ``Conformer`` (pengzhiliang/Conformer) in
+``tools/golden/make_golden_conformer.py`` ran the official ``Conformer`` (pengzhiliang/Conformer) in
 float64 on a deterministic state dict and recorded, per stage group, its CNN-branch map and its
 tokens, the normalised final tokens and the 1/2 stem map. Each test here writes that state dict
 in an official release format itself (raw, as ``main.py`` saves it with ``{'model': ...}`` and
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import golden
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
+from transunet_app.testing import golden
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 HEADS = {"conv_cls_head.weight", "conv_cls_head.bias", "trans_cls_head.weight",
          "trans_cls_head.bias"}
 #: the official ``Conformer(base_channel=64, channel_ratio=0.25, embed_dim=48, depth=3, ...)``

@@ -1,17 +1,17 @@
 """Record CvT golden fidelity files from a local checkout of the official microsoft/CvT code.
 
-    python tools/make_golden_cvt.py --official /path/to/microsoft+CvT [--only NAME]
+    python tools/golden/make_golden_cvt.py --official /path/to/microsoft+CvT [--only NAME]
 
 The official model is built as its ``get_cls_model`` does (``QuickGELU``, LayerNorm eps 1e-5)
 from ``MODEL.SPEC`` of the official experiment YAML, filled with
 ``golden.official_like_state`` (seed 0), run in float64 and eval mode, and the four outputs of
 its stages are recorded: the token maps of stages 1, 2, 3 and the stage-3 class token.
-``tests/models/test_cvt_official.py`` checks our encoder against them.
+``tests/fidelity/test_cvt_official.py`` checks our encoder against them.
 
 Two stand-ins make the 2021 code import on this torch, neither changes the arithmetic:
 
 * ``timm`` (not installable here) and ``torch._six`` are replaced by the in-memory modules of
-  ``tools/official_shims.py`` (``DropPath`` is only reached with rate 0 / eval mode);
+  ``tools/golden/official_shims.py`` (``DropPath`` is only reached with rate 0 / eval mode);
 * the official ``LayerNorm`` casts its input to float32 (an fp16 guard, the identity for
   float32 inputs); for the float64 recording it runs in the input dtype instead.
 
@@ -25,13 +25,11 @@ from functools import partial
 
 import torch
 import yaml
+from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
+from official_shims import install_stand_ins
 from torch import nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "fidelity"))
-import golden  # noqa: E402
-from golden_cli import recording_plan, write_case  # noqa: E402
-from official_shims import install_stand_ins  # noqa: E402
+from transunet_app.testing import golden
 
 # name -> (official YAML, input shape). CvT has no position embeddings, so the small inputs are
 # as valid a check as the training size; they keep the float64 tests fast (the official depthwise

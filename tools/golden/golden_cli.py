@@ -1,6 +1,6 @@
-"""The command line shared by the golden recorders (``tools/make_golden*.py``).
+"""The command line shared by the golden recorders (``tools/golden/make_golden*.py``).
 
-    python tools/make_golden_<family>.py --official PATH [--out DIR] [--only CASE]
+    python tools/golden/make_golden_<family>.py --official PATH [--out DIR] [--only CASE]
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import os
 
 import torch
 
-import golden  # tests/fidelity, put on sys.path by the recorder
+from transunet_app.testing import golden
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def recording_plan(doc: str, official: str, cases: dict) -> tuple[argparse.Namespace, list]:
@@ -27,8 +27,8 @@ def recording_plan(doc: str, official: str, cases: dict) -> tuple[argparse.Names
     """
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--official", required=True, help=f"checkout of the official {official} repo")
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "golden"),
-                    help="folder of the golden files (default tests/golden)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fidelity", "golden"),
+                    help="folder of the golden files (default tests/fidelity/golden)")
     ap.add_argument("--only", default=None, choices=sorted(cases), help="record this case only")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)  # the official code allocates with the default dtype

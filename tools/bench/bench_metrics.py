@@ -1,6 +1,6 @@
 """Time HD95 on a liver-sized pair of masks in a 150x512x512 CT volume: ours vs medpy vs MONAI.
 
-Run: ``python tools/bench_metrics.py [--repeats 3] [--shape 150 512 512]``
+Run: ``python tools/bench/bench_metrics.py [--repeats 3] [--shape 150 512 512]``
 
 All timings are measured side by side in this one run, on the same masks, and the script prints
 ratios (medpy time / ours, MONAI time / ours) plus the values, so the claim "same value" is

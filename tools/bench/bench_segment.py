@@ -27,7 +27,7 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
     resize in, model, logits resized back + argmax, label map and JSON sidecar written
     atomically), with malloc tuned as the command tunes it. The weights are random, so the
     labels are noisy: the label step takes its plain path (interpolate + argmax), as it would
-    not for a trained model (``tools/bench_upsampled_argmax.py``).
+    not for a trained model (``tools/bench/bench_upsampled_argmax.py``).
 
   Timed for both: model loading (checkpoint read, model build, inference preparation) and
   the run from input file to output file(s). Not timed for either: Python and library
@@ -44,12 +44,12 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
   copied in; ``torch.load(mmap=True)`` + the same build; ``mmap=True`` + model built on the
   meta device with the checkpoint's tensors assigned; and the code as shipped.
 * ``memory``: peak RSS of a ``segment`` process (bf16, default options) on a 512x512x300 CT.
-* ``dice``: bf16 vs fp32 agreement on a trained model (``tools/check_bf16_agreement.py``).
+* ``dice``: bf16 vs fp32 agreement on a trained model (``tools/bench/check_bf16_agreement.py``).
 
 Usage::
 
-    python tools/bench_segment.py                          # about 15 minutes on 2 cores
-    python tools/bench_segment.py --parts speed --slices 32 --chunk 16
+    python tools/bench/bench_segment.py                          # about 15 minutes on 2 cores
+    python tools/bench/bench_segment.py --parts speed --slices 32 --chunk 16
 """
 from __future__ import annotations
 
@@ -67,8 +67,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 PIPELINES = ("reference", "segment fp32", "segment bf16")
 
@@ -421,22 +419,25 @@ def part_peak(results: dict, label: str) -> None:
 
 
 def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, threads: int,
-               official: str | None = None) -> None:
+               official: str | None = None, checkpoint: Path | None = None,
+               scan: Path | None = None) -> None:
     import nibabel as nib
 
     from transunet_app import capabilities
     from transunet_app.inference.precision import bf16_hardware
 
-    ct = work / f"ct512x{slices}.nii.gz"
-    ckpt = work / ("r50_official_weights.pt" if official else "r50.pt")
-    if not ckpt.exists():
+    ct = scan or work / f"ct512x{slices}.nii.gz"
+    ckpt = checkpoint or work / ("r50_official_weights.pt" if official else "r50.pt")
+    if checkpoint is not None:
+        log(f"model: {ckpt}")
+    elif not ckpt.exists():
         log("writing an R50-ViT-B_16 checkpoint" + (" (and the official .pth)" if official else ""))
         if official:
             make_official_pair(official, ckpt.with_suffix(".official.pth"), ckpt)
         else:
             make_r50_checkpoint(ckpt)
-    if ct.exists():  # --workdir reuse
-        log(f"reusing {ct}")
+    if ct.exists():  # --ct, or --workdir reuse
+        log(f"scan: {ct}")
     else:
         log(f"writing a 512x512x{slices} phantom CT")
         write_ct(ct, slices)
@@ -449,6 +450,7 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
     t0 = time.perf_counter()
     rows = run_interleaved(ckpt, ct, work, chunk, batch, threads, official=official)
     wall = time.perf_counter() - t0
+    slices = rows["reference"]["turn_log"][-1][1]  # axial slices of the CT (--ct: its own count)
     labels = {n: np.asanyarray(nib.load(r["output"]).dataobj) for n, r in rows.items()}
     ref = rows["reference"]
     for name, row in rows.items():
@@ -569,7 +571,7 @@ def part_memory(results: dict, work: Path, slices: int) -> None:
 def part_dice(results: dict, work: Path) -> None:
     import check_bf16_agreement as agreement
 
-    results["dice"] = agreement.check(work / "bf16_agreement")
+    results["dice"] = agreement.check(work / "bf16_agreement", agreement.SHARED)
     agreement.print_report(results["dice"])
 
 
@@ -649,6 +651,10 @@ def main(argv=None) -> int:
     ap.add_argument("--official", metavar="DIR",
                     help="a local checkout of the official TransUNet code: the reference then runs "
                          "the official network (same weights), not this project's model")
+    ap.add_argument("--checkpoint", metavar="FILE",
+                    help="speed: run this checkpoint instead of a seeded random R50-ViT-B_16")
+    ap.add_argument("--ct", metavar="FILE",
+                    help="speed: segment this scan (NIfTI) instead of a 512x512x--slices phantom")
     ap.add_argument("--workdir", help="keep files here (default: a temporary folder)")
     ap.add_argument("--json", help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -661,7 +667,7 @@ def main(argv=None) -> int:
             part_peak(results, "before")
         if "speed" in parts:
             part_speed(results, work, args.slices, args.batch_size, args.chunk, args.threads,
-                       args.official)
+                       args.official, args.checkpoint and Path(args.checkpoint), args.ct and Path(args.ct))
             if "peak" in parts:
                 part_peak(results, "after")
         if "startup" in parts:

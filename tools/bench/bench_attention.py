@@ -9,7 +9,7 @@ counted as 4*B*H*N*N*D, and the error against a float64 ``softmax(q k^T s) v``: 
 
 Usage::
 
-    python tools/bench_attention.py [--shape 8 12 196 64 [--shape 8 12 1024 64 ...]]
+    python tools/bench/bench_attention.py [--shape 8 12 196 64 [--shape 8 12 1024 64 ...]]
                                     [--threads 1 2] [--rounds 30] [--score-std 1]
 """
 from __future__ import annotations
