@@ -155,3 +155,48 @@ def read_dicom_seg(path: str | os.PathLike, series) -> tuple[np.ndarray, dict[in
         volume[index[uid]] = frame
     names = {n: str(seg.get_segment_description(n).SegmentLabel) for n in numbers}
     return np.ascontiguousarray(volume.transpose(2, 1, 0)), names
+
+
+def seg_provenance(path: str | os.PathLike) -> dict:
+    """Model, checkpoint SHA-256 and software version recorded in a SEG's algorithm
+    identification (``{}`` when absent)."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    out: dict = {}
+    for segment in ds.get("SegmentSequence", [])[:1]:
+        for alg in segment.get("SegmentationAlgorithmIdentificationSequence", [])[:1]:
+            out["software_version"] = str(alg.get("AlgorithmVersion", ""))
+            params = str(alg.get("AlgorithmParameters", ""))
+            for part in params.split(","):
+                key, _, value = part.partition("=")
+                if key.strip() in ("model", "checkpoint_sha256") and value.strip():
+                    out[key.strip()] = value.strip()
+    return out
+
+
+def seg_as_label_map(seg_path, image, out_path: str | os.PathLike) -> Path:
+    """Write a SEG as a NIfTI label map on ``image``'s grid plus its ``<stem>.json`` sidecar
+    (segment number -> label), the form ``report`` and ``evaluate`` read.
+
+    Args:
+        seg_path: the SEG file.
+        image: the source series read with :func:`~transunet_app.data.io.read_image`.
+        out_path: the ``.nii.gz`` to write (its sidecar goes next to it).
+    """
+    import json
+
+    from ..data.io import write_nifti
+
+    series = image.meta.get("dicom_series")
+    if series is None:
+        raise UserError(f"{seg_path}: a DICOM SEG needs its DICOM series as the image "
+                        f"(got {image.source})")
+    labels, names = read_dicom_seg(seg_path, series)
+    out_path = Path(out_path)
+    write_nifti(out_path, labels, like=image, dtype=np.uint8, overwrite=True)
+    stem = out_path.name[: -len(".nii.gz")] if out_path.name.endswith(".nii.gz") else out_path.stem
+    sidecar = {"labels": {"0": "background", **{str(n): name for n, name in names.items()}},
+               **seg_provenance(seg_path)}
+    out_path.with_name(stem + ".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return out_path
