@@ -28,8 +28,16 @@ from .organs import Organ, Provenance
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 #: The Study Component Management SOP Class that RT references use for a study.
 _STUDY_REFERENCE_CLASS = "1.2.840.10008.3.1.2.3.1"
-#: Contour vertices closer than this (pixels) to the line through their neighbours are dropped.
-_SIMPLIFY_TOLERANCE_PX = 0.01
+
+
+def _drop_collinear(points: np.ndarray) -> np.ndarray:
+    """Remove vertices that lie on the straight line through their neighbours (the polygon is
+    unchanged; marching squares emits one vertex per pixel edge crossed)."""
+    prev = points - np.roll(points, 1, axis=0)
+    nxt = np.roll(points, -1, axis=0) - points
+    cross = prev[:, 0] * nxt[:, 1] - prev[:, 1] * nxt[:, 0]
+    keep = (np.abs(cross) > 1e-9) | ((prev * nxt).sum(axis=1) <= 0)
+    return points[keep] if keep.sum() >= 3 else points
 
 
 def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
@@ -38,7 +46,7 @@ def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
     Args:
         mask: (rows, columns) bool.
     """
-    from skimage.measure import approximate_polygon, find_contours
+    from skimage.measure import find_contours
 
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
@@ -48,9 +56,9 @@ def slice_contours(mask: np.ndarray) -> list[np.ndarray]:
     crop[1:-1, 1:-1] = mask[r0:r1, c0:c1]
     out = []
     for contour in find_contours(crop, 0.5):
-        contour = approximate_polygon(contour, tolerance=_SIMPLIFY_TOLERANCE_PX)
         if len(contour) > 1 and np.allclose(contour[0], contour[-1]):
             contour = contour[:-1]
+        contour = _drop_collinear(contour)
         if len(contour) >= 3:
             out.append(contour + np.array([r0 - 1, c0 - 1], dtype=np.float64))
     return out
