@@ -40,6 +40,11 @@ _GAP_REL_TOL = 0.01
 _NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG"}
 
 
+#: Type 2 attributes of the Patient and General Study modules that SEG/RTSTRUCT copy.
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                 "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
 @dataclass
 class DicomSeries:
     """One series, its slices in volume order, and its geometry.
@@ -79,7 +84,9 @@ class DicomSeries:
 
     def datasets(self) -> list:
         """The slice headers (pydicom, without pixel data) in volume order, with SOP Class /
-        Instance UIDs filled from the file meta where the data set left them empty."""
+        Instance UIDs filled from the file meta where the data set left them empty and the
+        Type 2 patient/study attributes that anonymisation dropped present but empty (what a
+        derived object copies must exist, empty is valid)."""
         out = []
         for path, sop_uid, class_uid in zip(self.files, self.sop_instance_uids, self.sop_class_uids):
             ds = _read_header(path)
@@ -87,6 +94,9 @@ class DicomSeries:
                 raise UserError(f"{path}: no longer readable as DICOM")
             ds.SOPInstanceUID = sop_uid
             ds.SOPClassUID = class_uid
+            for keyword in _TYPE2_COPIED:
+                if keyword not in ds:
+                    setattr(ds, keyword, None)
             out.append(ds)
         return out
 

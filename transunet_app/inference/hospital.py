@@ -92,20 +92,29 @@ class HospitalOutputs:
         organs = organs_present(labels, classes)
         if self.referencing and not organs:
             raise UserError(f"{image.source}: no organ found; a DICOM SEG/RTSTRUCT needs at least one")
-        if "dicom-seg" in wanted:
-            from ..outputs.dicom_seg import write_dicom_seg
+        for kind, final in (("dicom-seg", self.paths.dicom_seg), ("rtstruct", self.paths.rtstruct),
+                            ("seg-nrrd", self.paths.seg_nrrd), ("preview", self.paths.preview)):
+            if kind in wanted or (kind == "preview" and self.preview):
+                try:
+                    self._write_one(kind, pending.path_for(final), image, labels, organs, provenance)
+                except OSError as exc:  # disk full, permissions: the file, not a traceback
+                    raise UserError(f"{final}: cannot write ({exc.strerror or exc})") from None
 
-            write_dicom_seg(pending.path_for(self.paths.dicom_seg), labels, self.series, organs,
-                            provenance, compress=self.dicom_compress)
-        if "rtstruct" in wanted:
-            from ..outputs.rtstruct import write_rtstruct
+    def _write_one(self, kind: str, path: Path, image, labels, organs, provenance) -> None:
+        if kind == "dicom-seg":
+            from ..outputs import dicom_seg
 
-            write_rtstruct(pending.path_for(self.paths.rtstruct), labels, self.series, organs, provenance)
-        if "seg-nrrd" in wanted:
-            from ..outputs.seg_nrrd import write_seg_nrrd
+            dicom_seg.write_dicom_seg(path, labels, self.series, organs, provenance,
+                                      compress=self.dicom_compress)
+        elif kind == "rtstruct":
+            from ..outputs import rtstruct
 
-            write_seg_nrrd(pending.path_for(self.paths.seg_nrrd), labels, image.affine, organs)
-        if self.preview:
-            from ..outputs.preview import write_preview
+            rtstruct.write_rtstruct(path, labels, self.series, organs, provenance)
+        elif kind == "seg-nrrd":
+            from ..outputs import seg_nrrd
 
-            write_preview(pending.path_for(self.paths.preview), image.array, labels, image.affine, organs)
+            seg_nrrd.write_seg_nrrd(path, labels, image.affine, organs)
+        else:
+            from ..outputs import preview
+
+            preview.write_preview(path, image.array, labels, image.affine, organs)
