@@ -113,3 +113,22 @@ def test_snomed_table_matches_pydicom_code_dictionary():
     # sided kidneys: SNOMED CT "Right/Left kidney structure" (not in pydicom's dictionary)
     assert table["right kidney"]["type"]["code"] == "9846003"
     assert table["left kidney"]["type"]["code"] == "18639004"
+
+
+def test_compressed_seg_is_lossless_and_valid(written_objects, tmp_path):
+    pytest.importorskip("openjpeg", reason="pylibjpeg-openjpeg (test extra) not installed")
+    import pydicom
+
+    from transunet_app.outputs.dicom_seg import read_dicom_seg, write_dicom_seg
+
+    image, labels, organs = written_objects["image"], written_objects["labels"], written_objects["organs"]
+    series = image.meta["dicom_series"]
+    path = write_dicom_seg(tmp_path / "seg_j2k.dcm", labels, series, organs, PROV, compress=True)
+    assert pydicom.dcmread(str(path), stop_before_pixels=True).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
+    back, names = read_dicom_seg(path, series)
+    to_class = np.array([0] + [o.label for o in organs], dtype=np.uint8)
+    np.testing.assert_array_equal(to_class[back], labels)
+    exe = shutil.which("dciodvfy")
+    if exe:
+        text = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120).stderr
+        assert not [ln for ln in text.splitlines() if ln.startswith("Error")]

@@ -76,6 +76,8 @@ class DicomSeries:
     series_count: int = 1
     series_description: str = ""
     warnings: list = field(default_factory=list)
+    #: (K,) the pydicom headers read while scanning, in volume order (no pixel data)
+    headers: list = field(default_factory=list, repr=False)
 
     @property
     def affine_ras(self) -> np.ndarray:
@@ -88,8 +90,10 @@ class DicomSeries:
         Type 2 patient/study attributes that anonymisation dropped present but empty (what a
         derived object copies must exist, empty is valid)."""
         out = []
-        for path, sop_uid, class_uid in zip(self.files, self.sop_instance_uids, self.sop_class_uids):
-            ds = _read_header(path)
+        headers = self.headers if len(self.headers) == len(self.files) else [None] * len(self.files)
+        for path, sop_uid, class_uid, ds in zip(self.files, self.sop_instance_uids,
+                                                self.sop_class_uids, headers):
+            ds = ds if ds is not None else _read_header(path)
             if ds is None:
                 raise UserError(f"{path}: no longer readable as DICOM")
             ds.SOPInstanceUID = sop_uid
@@ -273,7 +277,8 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
         study_uid=studies.pop() if len(studies) == 1 else "",
         frame_of_reference_uid=frames.pop() if len(frames) == 1 else "",
         modality=modality, rows=size[0], columns=size[1], affine_lps=affine,
-        series_description=_text(first, "SeriesDescription"), warnings=warnings)
+        series_description=_text(first, "SeriesDescription"), warnings=warnings,
+        headers=[ds for _p, ds in members])
 
 
 def _fmt(values) -> str:

@@ -71,7 +71,7 @@ def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, series, organs:
     lut = np.zeros(256, dtype=np.uint8)
     for number, organ in enumerate(organs, start=1):
         lut[organ.label] = number
-    frames = lut[labels.transpose(2, 1, 0)]  # (K, rows, columns), segment numbers
+    frames = np.ascontiguousarray(lut[labels.transpose(2, 1, 0)])  # (K, rows, columns), segment numbers
     algorithm = algorithm_identification(provenance)
     descriptions = [
         hd.seg.SegmentDescription(
@@ -82,9 +82,10 @@ def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, series, organs:
             display_color=hd.color.CIELabColor.from_rgb(*o.rgb))
         for n, o in enumerate(organs, start=1)]
     syntax = COMPRESSED_TRANSFER_SYNTAX if compress else ExplicitVRLittleEndian
+    sources = series.datasets()
     try:
         seg = hd.seg.Segmentation(
-            source_images=series.datasets(), pixel_array=frames,
+            source_images=sources, pixel_array=frames,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
             series_instance_uid=hd.UID(), series_number=_series_number(series, 900),
@@ -104,14 +105,10 @@ def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, series, organs:
 
 
 def _series_number(series, offset: int) -> int:
-    """A series number after the source's (``offset`` + source number), kept in IS range."""
+    """A series number after the source's (``offset`` + source number)."""
     try:
-        import pydicom
-
-        ds = pydicom.dcmread(str(series.files[0]), stop_before_pixels=True,
-                             specific_tags=["SeriesNumber"])
-        return int(ds.get("SeriesNumber") or 0) + offset
-    except (ValueError, TypeError, OSError):
+        return int(series.headers[0].get("SeriesNumber") or 0) + offset
+    except (IndexError, ValueError, TypeError):
         return offset
 
 

@@ -46,9 +46,13 @@ def write_seg_nrrd(path: str | os.PathLike, labels: np.ndarray, affine_ras: np.n
     img.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
     img.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
     img.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
+    from scipy.ndimage import find_objects
+
+    boxes = find_objects(labels)  # index bounding box of every label, one pass
     for n, organ in enumerate(organs):
-        where = np.nonzero(labels == organ.label)
-        extent = " ".join(f"{int(a.min())} {int(a.max())}" for a in where) if where[0].size else "0 -1 0 -1 0 -1"
+        box = boxes[organ.label - 1] if 0 < organ.label <= len(boxes) else None
+        extent = (" ".join(f"{sl.start} {sl.stop - 1}" for sl in box) if box is not None
+                  else "0 -1 0 -1 0 -1")
         key = f"Segment{n}_"
         img.SetMetaData(key + "ID", f"Segment_{organ.label}")
         img.SetMetaData(key + "Name", organ.name)
