@@ -134,6 +134,14 @@ EXERCISED: dict[str, Exercise] = {
         "verbatim", "test_evaluate_both_conventions_then_dataset_report"),
     "transunet report --image scan.nii.gz --labels scan_labels.nii.gz -o scan_report.html": Exercise(
         "verbatim", "test_segment_a_scan_then_report"),
+    # -- hospital use: DICOM (run verbatim on a pydicom-written series)
+    **{command: Exercise("elsewhere", "tests/outputs/test_readme_hospital.py::test_readme_hospital_commands",
+                         why="run as shown in tests/outputs on a DICOM series the test writes")
+       for command in (
+           "segment ct_series/ -o out/ --checkpoint model.pt --output-type nifti,dicom-seg,rtstruct,seg-nrrd --preview",
+           "segment ct_series/ -o out_subset/ --checkpoint model.pt --output-type dicom-seg,rtstruct "
+           "--roi-subset liver,spleen,aorta",
+           "transunet report --image ct_series/ --labels out/ct_series_seg.dcm -o ct_series_report.html")},
 }
 
 # The README's Python block, run as a script in the slow Synapse test (its weight file exists there).
