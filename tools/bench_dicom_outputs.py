@@ -71,7 +71,7 @@ def main() -> int:
         labels[...] = lab_big
         organs = organs_present(labels, SYNAPSE_CLASSES_FALLBACK)
         prov = Provenance(model="bench", checkpoint_sha256="0" * 64, software_version=__version__)
-        print(f"read_image: {t_read:.2f} s; {len(organs)} organs")
+        print(f"read_image: {t_read:.2f} s; {len(organs)} organs", flush=True)
 
         from transunet_app.outputs.dicom_seg import write_dicom_seg
         from transunet_app.outputs.preview import write_preview
@@ -83,18 +83,18 @@ def main() -> int:
                 ("rtstruct", lambda p: write_rtstruct(p, labels, series, organs, prov)),
                 ("seg-nrrd", lambda p: write_seg_nrrd(p, labels, image.affine, organs)),
                 ("preview", lambda p: write_preview(p, image.array, labels, image.affine, organs))):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             path = call(work / f"out_{name}")
-            dt = time.perf_counter() - t
-            print(f"{name}: {dt:.2f} s, {path.stat().st_size / 1e6:.1f} MB", flush=True)
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            print(f"{name}: {dt:.2f} s wall, {dc:.2f} s CPU, {path.stat().st_size / 1e6:.1f} MB", flush=True)
         if args.checkpoint:
             from transunet_app.inference import Segmenter
 
             seg = Segmenter(args.checkpoint)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             res = seg.run(work / "series", work / "labels.nii.gz")
-            print(f"segment (Segmenter.run, NIfTI only): {time.perf_counter() - t:.2f} s "
-                  f"({seg.describe()})")
+            print(f"segment (Segmenter.run, NIfTI only): {time.perf_counter() - t:.2f} s wall, "
+                  f"{time.process_time() - c:.2f} s CPU ({seg.describe()})")
             print(f"  of which model: {res.timings}")
     finally:
         if not args.workdir:

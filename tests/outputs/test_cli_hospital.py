@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from .conftest import LAYOUTS, build_layout
+from .dicom_builder import write_ct_series
 from .test_geometry import rasterise_rtstruct, seg_frames_by_uid
 
 ALL_TYPES = "nifti,dicom-seg,rtstruct,seg-nrrd"
@@ -247,3 +248,21 @@ def test_report_from_series_and_seg_matches_nifti_report(hfs_series, tmp_path, s
     found = {n: s["volume_ml"] for n, s in nii_stats.items() if s["status"] != "absent"}
     assert found and {n: s["volume_ml"] for n, s in seg_stats.items()} == found
     assert "TransUNet" in (tmp_path / "from_seg.html").read_text() or "tiny" in (tmp_path / "from_seg.html").read_text()
+
+
+def test_folder_of_series_folders_gives_each_its_own_set(tmp_path, ct_volume, synapse_ckpt, run_segment):
+    ct, lab, affine = ct_volume
+    root = tmp_path / "series"
+    for name in ("patient_a", "patient_b"):
+        write_ct_series(root / name, ct[:, :, :6], lab[:, :, :6], affine, seed=len(name))
+    out = tmp_path / "out"
+    code, stdout, err = run_segment(root, "-o", out, "--checkpoint", synapse_ckpt, "--quiet",
+                                    "--output-type", "nifti,dicom-seg")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{n}{suffix}" for n in ("patient_a", "patient_b") for suffix in (".nii.gz", ".json", "_seg.dcm"))
+    for n in ("patient_a", "patient_b"):
+        seg = pydicom.dcmread(str(out / f"{n}_seg.dcm"), stop_before_pixels=True)
+        uids = {pydicom.dcmread(str(f), stop_before_pixels=True).SOPInstanceUID for f in (root / n).iterdir()}
+        assert {str(i.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence
+                for i in s.ReferencedInstanceSequence} == uids

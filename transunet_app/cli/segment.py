@@ -91,6 +91,14 @@ def _volume_files(folder: Path) -> list[Path]:
                   and not p.name.lower().endswith(".raw"))
 
 
+def _series_subfolders(folder: Path) -> list[Path]:
+    """Subfolders of a folder that holds no files itself (a folder of DICOM series folders)."""
+    entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+    if any(e.is_file() for e in entries):
+        return []
+    return sorted(e for e in entries if e.is_dir())
+
+
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
     """Input paths to segment, and whether this is folder mode (several or a folder of volumes).
 
@@ -102,8 +110,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
         p = Path(raw)
         if p.is_dir():
             files = _volume_files(p)
+            series_dirs = _series_subfolders(p) if not files else []
             if files:
                 out.extend(files)
+                folder_mode = True
+            elif series_dirs:  # a folder of DICOM series folders: one case each
+                out.extend(series_dirs)
                 folder_mode = True
             else:
                 out.append(p)  # a DICOM series folder
