@@ -217,12 +217,16 @@ def test_series_that_is_not_one_volume_is_refused(hfs_series, tmp_path, problem,
     assert expected in err and str(src) in err
 
 
-def test_non_ct_modality_warns(hfs_series, tmp_path):
+def test_non_ct_modality_warns_once(hfs_series, tmp_path):
+    from transunet_app.data import geometry
     from transunet_app.data.io import read_image
+    from transunet_app.inference.checks import check_input
 
     src = _copy_series(hfs_series, tmp_path / "mr", lambda i, ds: setattr(ds, "Modality", "MR"))
     image = read_image(src)
-    assert any("modality MR, not CT" in w for w in image.meta["warnings"])
+    assert image.meta["modality"] == "MR" and not image.meta["warnings"]
+    check = check_input(image, geometry.plan_reorientation(image.affine, image.shape))
+    assert sum("modality is MR, not CT" in w for w in check.warnings) == 1
 
 
 def test_report_from_series_and_seg_matches_nifti_report(hfs_series, tmp_path, synapse_ckpt,

@@ -10,7 +10,7 @@ multi-line messages never reach the user):
   ImageOrientationPatient row and column directions), never by file name or InstanceNumber;
 * refused: several orientations, gantry tilt (slice positions not along the normal),
   several files at one position, a single slice, slices of different sizes;
-* warned: a missing slice or uneven slice spacing (naming the gap), a modality other than CT.
+* warned: a missing slice or uneven slice spacing (naming the gap).
 
 The result also keeps what a DICOM writer needs to reference the source: the ordered files,
 their SOP Class / Instance UIDs (filled from the file meta information when anonymisation
@@ -59,7 +59,7 @@ class DicomSeries:
         rows, columns: pixels per slice.
         affine_lps: (4, 4) voxel (i = column, j = row, k = slice) -> LPS patient mm (DICOM).
         series_count: image series found in the folder.
-        warnings: problems that do not stop reading (missing slice, uneven spacing, modality).
+        warnings: problems that do not stop reading (missing slice, uneven spacing).
     """
 
     folder: Path
@@ -252,9 +252,7 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
         more = f" and {uneven.size - 1} more gap(s)" if uneven.size > 1 else ""
         warnings.append(f"{what}{more}; the volume assumes even spacing, so positions past the "
                         f"gap are off by up to {abs(along[-1] - along[0] - step * (len(along) - 1)):.1f} mm")
-    modality = _text(first, "Modality")
-    if modality and modality.upper() != "CT":
-        warnings.append(f"modality {modality}, not CT: the model expects CT in Hounsfield units")
+    modality = _text(first, "Modality")  # a non-CT modality is warned by inference/checks.py
 
     spacing = _floats(first, "PixelSpacing", 2, first_path)  # (between rows, between columns)
     if np.any(spacing <= 0):

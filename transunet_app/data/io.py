@@ -53,7 +53,8 @@ class Image:
         meta: extra facts about the input: ``format`` ("nifti", "dicom", "sitk"),
             ``orientation`` (axis codes such as "RAS"), ``dtype`` (stored data type), and for
             DICOM ``series_uid``, ``series_count``, ``files``, ``modality`` and
-            ``series_description`` (when the files carry them).
+            ``series_description`` (when the files carry them), ``dicom_series`` (the
+            ordered files, UIDs and geometry, :mod:`.dicom_series`) and ``warnings``.
     """
 
     array: np.ndarray
