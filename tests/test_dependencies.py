@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 # distribution -> the module the product imports for it
-MODULE_OF = {"PyYAML": "yaml", "tensorboard": "torch.utils.tensorboard"}
+MODULE_OF = {"PyYAML": "yaml", "tensorboard": "torch.utils.tensorboard", "scikit-image": "skimage"}
 # runtime dependencies whose importing code lives on another branch (none left)
 PENDING: dict[str, str] = {}
 

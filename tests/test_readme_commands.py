@@ -160,6 +160,14 @@ EXERCISED: dict[str, Exercise] = {
         "elsewhere", 'tests/packages/test_readme_share.py::test_export_for_deployment_as_the_readme_shows'),
     'python -m monai.bundle run --config_file abdomen-r50_bundle/configs/inference.json --meta_file abdomen-r50_bundle/configs/metadata.json --input_image scan.nii.gz --output_dir labels/': Exercise(
         "elsewhere", 'tests/packages/test_readme_share.py::test_export_for_deployment_as_the_readme_shows'),
+    # -- hospital use: DICOM (run verbatim on a pydicom-written series)
+    **{command: Exercise("elsewhere", "tests/outputs/test_readme_hospital.py::test_readme_hospital_commands",
+                         why="run as shown in tests/outputs on a DICOM series the test writes")
+       for command in (
+           "segment ct_series/ -o out/ --checkpoint model.pt --output-type nifti,dicom-seg,rtstruct,seg-nrrd --preview",
+           "segment ct_series/ -o out_subset/ --checkpoint model.pt --output-type dicom-seg,rtstruct "
+           "--roi-subset liver,spleen,aorta",
+           "transunet report --image ct_series/ --labels out/ct_series_seg.dcm -o ct_series_report.html")},
 }
 
 # The README's Python block, run as a script in the slow Synapse test (its weight file exists there).

@@ -109,7 +109,7 @@ def trained_ckpt(tmp_path_factory) -> Path:
     """A tiny model trained on phantom slices (its labels mean something), saved from a
     channels-last model as training with ``train.channels_last`` leaves it: the layout in
     which ONNX export used to go wrong."""
-    from inference.phantom_training import train_tiny
+    from ..inference.phantom_training import train_tiny
 
     model, _ = train_tiny(steps=150, img_size=64)
     model = model.to(memory_format=torch.channels_last)

@@ -43,7 +43,7 @@ def test_package_from_run_folder_writes_the_full_card(cli, run_dir, card_yaml, t
     liver = card["labels"][CLASSES.index("liver")]
     assert liver["color"] == "#CC79A7"
     assert liver["snomed"]["type"] == {"code": "10200004", "scheme": "SCT", "meaning": "Liver"}
-    assert liver["snomed"]["category"]["code"] == "123037004"
+    assert liver["snomed"]["category"]["code"] == "91723000"  # CID 7150 Anatomical Structure
     # validation per organ, from the run's own validation
     v = card["validation"]
     assert v["per_organ"]["aorta"]["dice"] == pytest.approx(0.5)

@@ -10,9 +10,11 @@ def add_arguments(parser) -> None:
         "-o report.html. Dataset report: --metrics metrics.json -o report.html. One HTML file "
         "with the images embedded, printable to PDF from a browser.")
     src = parser.add_argument_group("input (a scan, or a metrics.json from 'transunet evaluate')")
-    src.add_argument("--image", metavar="CT", help="CT scan in Hounsfield units (.nii.gz)")
+    src.add_argument("--image", metavar="CT",
+                     help="CT scan in Hounsfield units (.nii.gz, or a DICOM series folder)")
     src.add_argument("--labels", metavar="LABELS",
-                     help="label map of that scan (organ names from its <stem>.json sidecar)")
+                     help="label map of that scan (organ names from its <stem>.json sidecar), or "
+                          "a DICOM SEG of the series given as --image")
     src.add_argument("--reference", metavar="REF",
                      help="optional reference label map of the scan: adds Dice and HD95")
     src.add_argument("--metrics", metavar="JSON", help="metrics.json written by 'transunet evaluate'")
@@ -60,7 +62,9 @@ def run(args) -> int:
             raise UserError(f"--checkpoint {ck}: no such file")
         provenance.update(checkpoint=str(ck), checkpoint_sha256=sha256_file(ck))
 
-    if scan_mode:
+    if scan_mode and (Path(args.image).is_dir() or str(args.labels).lower().endswith(".dcm")):
+        result = _dicom_scan_report(args, out, provenance)
+    elif scan_mode:
         from ..report.scan import write_scan_report
 
         result = write_scan_report(args.image, args.labels, out, args.reference, provenance,
@@ -73,3 +77,39 @@ def run(args) -> int:
     n_warn = sum(f["severity"] == "warning" for f in result["flags"])
     print(f"wrote {out} ({n_alert} alert(s), {n_warn} warning(s))")
     return 0
+
+
+def _dicom_scan_report(args, out, provenance) -> dict:
+    """Scan report of a DICOM series (``--image`` folder) and its SEG or NIfTI labels: both are
+    converted to temporary NIfTI files next to the report (removed afterwards)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..data.io import read_image, write_nifti
+    from ..errors import UserError
+    from ..report.scan import write_scan_report
+
+    image_path, labels_path = Path(args.image), Path(args.labels)
+    if not labels_path.is_file():
+        raise UserError(f"label map {labels_path}: no such file")
+    image = read_image(image_path)
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: output folder does not exist")
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".report_") as tmp:
+        ct = Path(tmp) / f"{image_path.name or 'series'}.nii.gz"
+        if image_path.is_dir():
+            write_nifti(ct, image.array, like=image)
+        else:
+            ct = image_path
+        labels = labels_path
+        if labels_path.name.lower().endswith(".dcm"):
+            from ..outputs.dicom_seg import seg_as_label_map, seg_provenance
+
+            labels = seg_as_label_map(labels_path, image, Path(tmp) / "labels.nii.gz")
+            for key, value in seg_provenance(labels_path).items():
+                if key != "software_version" and not provenance.get(key):
+                    provenance[key] = value
+        provenance["ct_source"] = str(image_path)
+        provenance["labels_source"] = str(labels_path)
+        return write_scan_report(ct, labels, out, args.reference, provenance,
+                                 labels_yaml=args.label_names, overwrite=args.overwrite)

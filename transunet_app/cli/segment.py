@@ -62,9 +62,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batches computed side by side within a process, each on threads/S "
                              "threads (default: 2 on a CPU with at least 2 threads, else 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    hosp = parser.add_argument_group("hospital formats (DICOM SEG / RTSTRUCT need a DICOM series input)")
+    hosp.add_argument("--output-type", default="nifti", metavar="TYPES",
+                      help="comma list of nifti (default), dicom-seg (<case>_seg.dcm), rtstruct "
+                           "(<case>_rtstruct.dcm), seg-nrrd (<case>.seg.nrrd, 3D Slicer)")
+    hosp.add_argument("--roi-subset", metavar="NAMES",
+                      help="comma list of organs to keep (e.g. aorta,liver); others become background "
+                           "in every output")
+    hosp.add_argument("--preview", action="store_true",
+                      help="also save <case>_preview.png (axial, coronal, sagittal overlays)")
+    hosp.add_argument("--dicom-compress", action="store_true",
+                      help="DICOM SEG pixel data as JPEG 2000 lossless (needs pylibjpeg-openjpeg)")
 
 
 # --------------------------------------------------------------------------- planning
+
+
+def _series_subfolders(folder: Path) -> list[Path]:
+    """Subfolders of a folder that holds no files itself (a folder of DICOM series folders)."""
+    entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+    if any(e.is_file() for e in entries):
+        return []
+    return sorted(e for e in entries if e.is_dir())
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
@@ -78,8 +97,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
         p = Path(raw)
         if p.is_dir():
             files = list_volumes(p)
+            series_dirs = _series_subfolders(p) if not files else []
             if files:
                 out.extend(files)
+                folder_mode = True
+            elif series_dirs:  # a folder of DICOM series folders: one case each
+                out.extend(series_dirs)
                 folder_mode = True
             else:
                 out.append(p)  # a DICOM series folder
@@ -149,7 +172,36 @@ def _warn(text: str) -> None:
 def _settings(args) -> dict:
     return {"keep_largest": args.keep_largest, "probabilities": args.probabilities,
             "statistics": args.statistics, "report": args.report, "overwrite": args.overwrite,
-            "series_uid": args.series}
+            "series_uid": args.series, **_hospital_settings(args)}
+
+
+def _hospital_settings(args) -> dict:
+    """--output-type / --roi-subset / --preview / --dicom-compress as Segmenter.run arguments
+    (``args.roi_subset_names``: the names checked against the checkpoint's classes)."""
+    from ..inference.outputs import parse_output_types
+
+    return {"output_types": parse_output_types(args.output_type),
+            "roi_subset": getattr(args, "roi_subset_names", None), "preview": args.preview,
+            "dicom_compress": args.dicom_compress}
+
+
+def _check_hospital_options(args, inputs, class_names=None) -> None:
+    """Before any model is loaded (and again with the classes once it is): refuse a
+    SEG/RTSTRUCT for non-DICOM inputs and unknown --roi-subset names, one line each."""
+    from ..errors import UserError
+    from ..inference.outputs import DICOM_REFERENCING_TYPES, parse_output_types
+
+    types = parse_output_types(args.output_type)
+    referencing = [t for t in types if t in DICOM_REFERENCING_TYPES]
+    if referencing:
+        files = [p for p in inputs if p.exists() and not p.is_dir()]
+        if files:
+            raise UserError(f"{files[0]}: --output-type {','.join(referencing)} needs DICOM series "
+                            f"folders as input (this file has no DICOM instances to reference)")
+    if class_names is not None:
+        from ..outputs.organs import parse_roi_subset
+
+        args.roi_subset_names = parse_roi_subset(args.roi_subset, class_names)
 
 
 def _segmenter_kwargs(args) -> dict:
@@ -178,6 +230,7 @@ def run(args) -> int:
         if not inputs:
             _say(args.quiet, f"shard {args.shard}: no inputs in this share")
             return 0
+    _check_hospital_options(args, inputs)
     pairs = plan_outputs(inputs, args.output, folder_mode)
 
     if not folder_mode:
@@ -188,8 +241,11 @@ def run(args) -> int:
             _say(args.quiet, f"{src}: skipped, {dst} exists")
             return 0
         paths = OutputPaths.for_label_map(dst)
-        check_writable(paths.wanted(args.probabilities, args.statistics, args.report), args.overwrite)
+        check_writable(paths.wanted(args.probabilities, args.statistics, args.report,
+                                    _hospital_settings(args)["output_types"], args.preview),
+                       args.overwrite)
         segmenter = _make_segmenter(args, jobs=1)
+        _check_hospital_options(args, inputs, segmenter.classes)
         result = segmenter.run(src, dst, progress_factory=_progress_factory(args.quiet),
                                log=lambda s: _say(args.quiet, s), warn=_warn, **_settings(args))
         _say(args.quiet, f"{src} -> {dst} ({result.organs_found} organs, {result.seconds:.1f} s)")
@@ -209,6 +265,7 @@ def run(args) -> int:
             done, failures = _run_parallel(args, todo)
         else:
             segmenter = _make_segmenter(args, jobs=1)
+            _check_hospital_options(args, inputs, segmenter.classes)
             _say(args.quiet, segmenter.describe())
             for src, dst in todo:
                 try:
@@ -317,6 +374,7 @@ def _run_parallel(args, todo):
     if args.num_classes is not None and len(ckpt["classes"]) != args.num_classes:
         raise CheckpointError(f"{args.checkpoint or args.model}: predicts {len(ckpt['classes'])} classes "
                               f"({', '.join(map(str, ckpt['classes']))}), expected {args.num_classes}")
+    _check_hospital_options(args, [], [str(c) for c in ckpt["classes"]])
     del ckpt
     jobs = min(args.jobs, len(todo))
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -49,7 +49,8 @@ class Image:
         meta: extra facts about the input: ``format`` ("nifti", "dicom", "sitk"),
             ``orientation`` (axis codes such as "RAS"), ``dtype`` (stored data type), and for
             DICOM ``series_uid``, ``series_count``, ``files``, ``modality`` and
-            ``series_description`` (when the files carry them).
+            ``series_description`` (when the files carry them), ``dicom_series`` (the
+            ordered files, UIDs and geometry, :mod:`.dicom_series`) and ``warnings``.
     """
 
     array: np.ndarray
@@ -209,31 +210,29 @@ def _read_sitk(path: Path) -> Image:
 def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     import SimpleITK as sitk
 
+    from .dicom_series import scan_dicom_folder
+
+    # pydicom picks, orders and checks the slices (the tool's own messages); ITK reads pixels.
+    series = scan_dicom_folder(folder, series_uid)
     reader = sitk.ImageSeriesReader()
-    try:
-        uids = list(reader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError as exc:
-        raise UserError(f"{folder}: cannot scan for DICOM series ({_sitk_reason(exc)})") from None
-    if not uids:
-        raise UserError(f"{folder}: no DICOM series found in this folder")
-    files = {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
-    if series_uid is not None:
-        if series_uid not in files:
-            raise UserError(f"{folder}: no DICOM series with UID {series_uid} (found: {', '.join(sorted(uids))})")
-        chosen = series_uid
-    else:
-        chosen = max(uids, key=lambda uid: (len(files[uid]), uid))
-    reader.SetFileNames(files[chosen])
-    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.SetFileNames([str(f) for f in series.files])
+    warn_display = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its gap warnings are ours, reworded
     try:
         img = reader.Execute()
     except RuntimeError as exc:
-        raise UserError(f"{folder}: cannot read DICOM series {chosen} ({_sitk_reason(exc)})") from None
-    meta = {"format": "dicom", "series_uid": chosen, "series_count": len(uids), "files": len(files[chosen])}
-    for tag, key in (("0008|0060", "modality"), ("0008|103e", "series_description")):
-        if reader.HasMetaDataKey(0, tag):
-            meta[key] = reader.GetMetaData(0, tag).strip()
-    return _from_sitk(img, folder, meta)
+        raise UserError(f"{folder}: cannot read DICOM series {series.series_uid} ({_sitk_reason(exc)})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn_display)
+    meta = {"format": "dicom", "series_uid": series.series_uid, "series_count": series.series_count,
+            "files": len(series.files), "dicom_series": series, "warnings": list(series.warnings)}
+    for value, key in ((series.modality, "modality"), (series.series_description, "series_description")):
+        if value:
+            meta[key] = value
+    image = _from_sitk(img, folder, meta)
+    image.affine = series.affine_ras  # from the sorted headers: slice k is series.files[k]
+    image.spacing = _spacing(image.affine)
+    return image
 
 
 def _from_sitk(img, path: Path, meta: dict) -> Image:

@@ -11,7 +11,10 @@ For a label map ``case.nii.gz``:
 * ``case_probabilities.nii.gz`` (``--probabilities``): 4D (I, J, K, C) probabilities stored as
   uint8 with ``scl_slope = 1/255`` (NIfTI readers return floats in [0, 1]; a quarter of float32),
 * ``case_statistics.json`` (``--statistics``): per-organ volume, HU, status, confidence,
-* ``case_report.html`` (``--report``): the clinician report.
+* ``case_report.html`` (``--report``): the clinician report,
+* ``--output-type``: ``case_seg.dcm`` (DICOM SEG), ``case_rtstruct.dcm`` (RT Structure Set),
+  ``case.seg.nrrd`` (3D Slicer); ``--preview``: ``case_preview.png`` (writers in
+  :mod:`transunet_app.outputs`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,12 @@ from ..data.nifti_files import save_nifti
 from ..errors import UserError
 
 
+#: ``segment --output-type`` values (the first is the default).
+OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct", "seg-nrrd")
+#: Types that reference the source DICOM instances (need a DICOM series as input).
+DICOM_REFERENCING_TYPES = ("dicom-seg", "rtstruct")
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     """Every file written for one input."""
@@ -36,6 +45,10 @@ class OutputPaths:
     probabilities: Path
     statistics: Path
     report: Path
+    dicom_seg: Path | None = None
+    rtstruct: Path | None = None
+    seg_nrrd: Path | None = None
+    preview: Path | None = None
 
     @classmethod
     def for_label_map(cls, path: str | Path) -> "OutputPaths":
@@ -45,10 +58,15 @@ class OutputPaths:
         return cls(labels=path, sidecar=sidecar_path(path),
                    probabilities=folder / f"{stem}_probabilities.nii.gz",
                    statistics=folder / f"{stem}_statistics.json",
-                   report=folder / f"{stem}_report.html")
+                   report=folder / f"{stem}_report.html",
+                   dicom_seg=folder / f"{stem}_seg.dcm", rtstruct=folder / f"{stem}_rtstruct.dcm",
+                   seg_nrrd=folder / f"{stem}.seg.nrrd", preview=folder / f"{stem}_preview.png")
 
-    def wanted(self, probabilities: bool, statistics: bool, report: bool) -> list[Path]:
-        out = [self.labels, self.sidecar]
+    def wanted(self, probabilities: bool, statistics: bool, report: bool,
+               output_types=OUTPUT_TYPES[:1], preview: bool = False) -> list[Path]:
+        out = [self.labels] if "nifti" in output_types else []
+        out.append(self.sidecar)
+        out += self.hospital(output_types, preview)
         if probabilities:
             out.append(self.probabilities)
         if statistics:
@@ -56,6 +74,30 @@ class OutputPaths:
         if report:
             out.append(self.report)
         return out
+
+    def hospital(self, output_types, preview: bool) -> list[Path]:
+        """The ``--output-type`` files other than NIfTI, and the ``--preview`` PNG."""
+        by_type = {"dicom-seg": self.dicom_seg, "rtstruct": self.rtstruct, "seg-nrrd": self.seg_nrrd}
+        out = [by_type[t] for t in output_types if t in by_type]
+        return out + ([self.preview] if preview else [])
+
+
+def parse_output_types(text: str | None) -> tuple[str, ...]:
+    """``--output-type nifti,dicom-seg`` -> ``("nifti", "dicom-seg")``; unknown names refused."""
+    if text is None:
+        return OUTPUT_TYPES[:1]
+    out = []
+    for raw in str(text).split(","):
+        t = raw.strip().lower().replace("_", "-")
+        if not t:
+            continue
+        if t not in OUTPUT_TYPES:
+            raise UserError(f"--output-type: unknown type {raw.strip()!r} (valid: {', '.join(OUTPUT_TYPES)})")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise UserError(f"--output-type: no type given (valid: {', '.join(OUTPUT_TYPES)})")
+    return tuple(out)
 
 
 def check_writable(paths, overwrite: bool) -> None:

@@ -21,6 +21,7 @@ from ..errors import CheckpointError, UserError
 from .outputs import (OutputPaths, check_writable, file_sha256, write_json, write_label_map,
                       write_probabilities)
 from .precision import resolve_precision
+from .hospital import HospitalOutputs
 
 
 @dataclass
@@ -173,6 +174,8 @@ class Segmenter:
     def run(self, input_path, output_path, *, keep_largest: bool = False,
             probabilities: bool = False, statistics: bool = False, report: bool = False,
             overwrite: bool = False, series_uid: str | None = None,
+            output_types=("nifti",), roi_subset=None, preview: bool = False,
+            dicom_compress: bool = False,
             progress_factory: Callable[[int, str], object] | None = None,
             log: Callable[[str], None] = lambda s: None,
             warn: Callable[[str], None] = lambda s: None) -> RunResult:
@@ -184,6 +187,9 @@ class Segmenter:
             keep_largest, probabilities, statistics, report: as the CLI flags.
             overwrite: replace existing outputs.
             series_uid: DICOM series to read (default: the largest).
+            output_types: ``--output-type`` names (``nifti``, ``dicom-seg``, ``rtstruct``,
+                ``seg-nrrd``); ``roi_subset``: organ names kept (None: all); ``preview``: write
+                the three-plane PNG; ``dicom_compress``: JPEG 2000 lossless SEG pixel data.
             progress_factory: ``(total_slices, name) -> bar`` with ``update(n)`` and
                 ``close()`` (a tqdm), or None.
             log: receives informational lines; ``warn``: receives warnings.
@@ -203,12 +209,17 @@ class Segmenter:
         if not is_nifti_path(output_path):
             raise UserError(f"{output_path}: output label map must end with .nii.gz or .nii")
         paths = OutputPaths.for_label_map(output_path)
-        wanted = paths.wanted(probabilities, statistics, report)
+        wanted = paths.wanted(probabilities, statistics, report, output_types, preview)
         if input_path.exists() and any(_same_file(input_path, p) for p in wanted):
             raise UserError(f"{output_path}: would overwrite the input {input_path}")
         check_writable(wanted, overwrite)
+        hospital = HospitalOutputs(paths, output_types, preview, roi_subset, dicom_compress)
+        hospital.check_input(input_path)  # before any reading or inference
 
         image = read_image(input_path, series_uid=series_uid)
+        hospital.check_image(image)
+        for w in image.meta.get("warnings", []):
+            warn(f"{input_path}: {w}")
         reo = geometry.plan_reorientation(image.affine, image.shape)
         check = check_input(image, reo)
         log(f"{input_path}: {check.summary()}")
@@ -224,30 +235,50 @@ class Segmenter:
             if bar is not None:
                 bar.close()
 
-        written = [write_label_map(paths.labels, seg.labels, image, overwrite)]
+        with hospital.staged(overwrite) as pending:
+            written = self._write_outputs(image, seg, paths, hospital, pending, keep_largest,
+                                          probabilities, statistics, report, overwrite)
+            written += pending.commit()  # the hospital formats appear together, last
+        return RunResult(input=input_path, outputs=written, seconds=time.perf_counter() - t0,
+                         warnings=list(check.warnings) + list(image.meta.get("warnings", [])),
+                         organs_found=self._organs_found(seg), timings=dict(seg.timings))
+
+    def _write_outputs(self, image, seg, paths, hospital, pending, keep_largest, probabilities,
+                       statistics, report, overwrite) -> list:
+        classes = hospital.select(seg.labels, self.classes)  # --roi-subset: others -> background
+        hospital.write(pending, image, seg.labels, classes, self._provenance())
+        written = []
+        if hospital.nifti:
+            written.append(write_label_map(paths.labels, seg.labels, image, overwrite))
         sidecar = self._sidecar(image, seg, keep_largest)
+        sidecar["labels"] = {str(i): n for i, n in classes.items()}
+        sidecar["settings"].update(hospital.settings())
         written.append(write_json(paths.sidecar, sidecar, overwrite))
         if probabilities:
             written.append(write_probabilities(paths.probabilities, seg.probabilities, image, overwrite))
             seg.probabilities = None
-        stats = None
         if statistics or report:
-            stats = self._statistics(image, seg, paths, sidecar)
+            stats = self._statistics(image, seg, paths, sidecar, classes)
+            stats["label_map"] = stats["label_map"] if hospital.nifti else None
         if statistics:
             written.append(write_json(paths.statistics, stats, overwrite))
         if report:
-            written.append(self._report(image, paths, overwrite))
-        if stats is None:
-            # torch counts uint8 directly; np.bincount makes an int64 copy of the volume
-            # (8 bytes a voxel: 0.4 s for 512x512x150 on first touch of the memory)
-            counts = torch.from_numpy(seg.labels.ravel(order="K")).bincount(
-                minlength=len(self.classes)).numpy()
-            found = int(np.count_nonzero(counts[1:len(self.classes)]))
-        else:
-            found = sum(1 for o in stats["organs"].values() if o["status"] != "absent")
-        return RunResult(input=input_path, outputs=written, seconds=time.perf_counter() - t0,
-                         warnings=list(check.warnings), organs_found=found,
-                         timings=dict(seg.timings))
+            written.append(self._report(image, paths, overwrite, seg.labels if not hospital.nifti else None))
+        return written
+
+    def _organs_found(self, seg) -> int:
+        # torch counts uint8 directly; np.bincount makes an int64 copy of the volume
+        # (8 bytes a voxel: 0.4 s for 512x512x150 on first touch of the memory)
+        counts = torch.from_numpy(seg.labels.ravel(order="K")).bincount(
+            minlength=len(self.classes)).numpy()
+        return int(np.count_nonzero(counts[1:len(self.classes)]))
+
+    def _provenance(self):
+        from .. import __version__
+        from ..outputs.organs import Provenance
+
+        return Provenance(model=str(self.model_config.get("name")),
+                          checkpoint_sha256=self.checkpoint_sha256, software_version=__version__)
 
     # ------------------------------------------------------------------ pieces
 
@@ -275,11 +306,12 @@ class Segmenter:
             "seconds": round(seg.seconds, 3),
         }
 
-    def _statistics(self, image, seg, paths: OutputPaths, sidecar: dict) -> dict:
+    def _statistics(self, image, seg, paths: OutputPaths, sidecar: dict, classes=None) -> dict:
         from ..metrics.organ_stats import organ_statistics
 
         organs = organ_statistics(seg.labels, image_hu=image.array, spacing_mm=image.spacing,
-                                  class_names=self.classes, affine=image.affine)
+                                  class_names=classes if classes is not None else self.classes,
+                                  affine=image.affine)
         for name, entry in organs.items():
             conf = (seg.confidence or {}).get(name, {})
             entry.update(conf)
@@ -292,7 +324,7 @@ class Segmenter:
                 "settings": sidecar["settings"], "input_check": sidecar["input_check"],
                 "organs": organs}
 
-    def _report(self, image, paths: OutputPaths, overwrite: bool) -> Path:
+    def _report(self, image, paths: OutputPaths, overwrite: bool, labels=None) -> Path:
         from ..report import write_scan_report
 
         prov = {"model": self.model_config.get("name"), "checkpoint": str(self.checkpoint_path),
@@ -300,7 +332,22 @@ class Segmenter:
         if self.package is not None:
             prov.update(model_card_provenance(self.package.provenance()))
         src = Path(image.source)
-        if src.is_dir():
+        if labels is not None:
+            # No NIfTI label map among the outputs: the report reads a temporary one (and the
+            # CT from NIfTI too when it came from DICOM), named from the sidecar's stem.
+            from ..data.io import write_nifti
+
+            with tempfile.TemporaryDirectory(dir=paths.report.parent, prefix=".segment_") as tmp:
+                lab = Path(tmp) / paths.labels.name
+                write_nifti(lab, labels, like=image, dtype=np.uint8)
+                Path(tmp, paths.sidecar.name).write_bytes(paths.sidecar.read_bytes())
+                ct = src
+                if src.is_dir():
+                    ct = Path(tmp) / "ct.nii.gz"
+                    write_nifti(ct, image.array, like=image)
+                    prov["ct_source"] = str(src)
+                write_scan_report(ct, lab, paths.report, provenance=prov, overwrite=overwrite)
+        elif src.is_dir():
             # The report reads image files, not DICOM folders: hand it a temporary NIfTI.
             from ..data.io import write_nifti
 

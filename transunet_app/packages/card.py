@@ -45,8 +45,6 @@ REFERENCES = [
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-REPO = Path(__file__).resolve().parents[2]
-SNOMED_TABLE = REPO / "datasets" / "synapse" / "snomed.yaml"
 
 
 class PackageError(UserError):
@@ -56,22 +54,13 @@ class PackageError(UserError):
 # --------------------------------------------------------------------------- building
 
 
-def snomed_codes(path: Path = SNOMED_TABLE) -> dict[str, dict]:
-    """Organ name -> ``{"category": {code, scheme, meaning}, "type": {...}}`` (empty when the
-    table is absent)."""
-    if not Path(path).is_file():
-        return {}
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return {str(k).strip().lower(): v for k, v in data.items() if isinstance(v, dict)}
-
-
 def label_entries(classes: list[str]) -> list[dict]:
     """``[{"value", "name", "color", "snomed"}]`` for class names by label value (0 = background)."""
     from ..report.colors import organ_color
 
-    codes = snomed_codes()
+    from ..outputs.organs import read_snomed
+
+    codes = read_snomed()
     out = []
     for value, name in enumerate(classes):
         entry: dict[str, Any] = {"value": value, "name": str(name)}

@@ -226,6 +226,54 @@ def overlay_pngs(image_ras: np.ndarray, labels_ras: np.ndarray, spacing_ras, aff
     return {"axial": axial_png, "coronal": coronal_png, "axial_slices": zs, "coronal_slice": y}
 
 
+def _sagittal(vol: np.ndarray, x: int) -> np.ndarray:
+    # rows: superior -> inferior; columns: anterior -> posterior (viewer from the patient's left)
+    return vol[x, :, :].T[::-1, ::-1]
+
+
+def three_plane_png(image_ras: np.ndarray, labels_ras: np.ndarray, spacing_ras, affine_ras,
+                    organs: Sequence[tuple[int, str, str]], dpi: int = 110) -> bytes:
+    """One axial, one coronal and one sagittal overlay side by side, with the organ legend.
+
+    Same panels, window, colours and legend as :func:`overlay_pngs` (``segment --preview``).
+    The axial slice is the one showing most organs (:func:`choose_axial_slices`), the coronal
+    and sagittal ones cut through the largest labelled area.
+
+    Args:
+        image_ras, labels_ras: (X, Y, Z) CT in HU and labels in RAS order (:func:`to_ras`).
+        spacing_ras: (3,) mm; affine_ras: (4, 4) for the positions in the titles.
+        organs: ``(label, name, colour)`` to draw.
+    """
+    from matplotlib.figure import Figure
+
+    sx, sy, sz = (float(v) for v in spacing_ras)
+    X, Y, Z = labels_ras.shape
+    present = [o for o in organs if (labels_ras == o[0]).any()]
+    zs = choose_axial_slices(labels_ras, [o[0] for o in present], 1) or [Z // 2]
+    z = zs[0]
+    y = choose_coronal_slice(labels_ras)
+    area = (labels_ras > 0).sum(axis=(1, 2))
+    x = int(np.argmax(area)) if area.any() else X // 2
+    widths = [X * sx, X * sx, Y * sy]
+    heights = [Y * sy, Z * sz, Z * sz]
+    scale = 3.6 / max(heights)
+    fig = Figure(figsize=(sum(w * scale for w in widths) + 0.6, 3.6 + 1.0))
+    grid = fig.add_gridspec(1, 3, width_ratios=widths)
+    pos = affine_ras @ np.array([x, y, z, 1.0])
+    panels = [
+        (_axial, z, [0.0, X * sx, Y * sy, 0.0], f"Axial (z = {pos[2]:+.0f} mm)", ("A", "P", "R", "L")),
+        (_coronal, y, [0.0, X * sx, Z * sz, 0.0], f"Coronal (y = {pos[1]:+.0f} mm)", ("S", "I", "R", "L")),
+        (_sagittal, x, [0.0, Y * sy, Z * sz, 0.0], f"Sagittal (x = {pos[0]:+.0f} mm)", ("S", "I", "A", "P")),
+    ]
+    for col, (cut, index, extent, title, corners) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, col])
+        _draw_panel(ax, cut(image_ras, index), cut(labels_ras, index), None, present, extent,
+                    title, corners)
+    _legend(fig, present, False)
+    fig.subplots_adjust(wspace=0.05)
+    return _png(fig, dpi)
+
+
 def box_plot_png(values: dict[str, list[float]], colors: dict[str, str], ylabel: str,
                  title: str, ylim: tuple[float, float] | None = None, dpi: int = 110) -> bytes:
     """One box per organ (cases as dots), organs in the given order; NaN values are left out.
