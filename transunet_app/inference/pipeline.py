@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,8 +17,9 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UserError
-from .outputs import (OutputPaths, check_writable, file_sha256, write_json, write_label_map,
-                      write_probabilities)
+from ..outputs.staging import OutputSet, check_free_space, remove_stale
+from .outputs import (OutputPaths, check_writable, estimate_output_bytes, file_sha256, write_json,
+                      write_label_map, write_probabilities)
 from .precision import resolve_precision
 
 
@@ -187,6 +187,9 @@ class Segmenter:
         check_writable(wanted, overwrite)
 
         image = read_image(input_path, series_uid=series_uid)
+        check_free_space(paths.labels.parent, estimate_output_bytes(
+            image.shape, len(self.classes), probabilities=probabilities, statistics=statistics,
+            report=report), f"the outputs of {input_path.name}")
         reo = geometry.plan_reorientation(image.affine, image.shape)
         check = check_input(image, reo)
         log(f"{input_path}: {check.summary()}")
@@ -202,19 +205,12 @@ class Segmenter:
             if bar is not None:
                 bar.close()
 
-        written = [write_label_map(paths.labels, seg.labels, image, overwrite)]
-        sidecar = self._sidecar(image, seg, keep_largest)
-        written.append(write_json(paths.sidecar, sidecar, overwrite))
-        if probabilities:
-            written.append(write_probabilities(paths.probabilities, seg.probabilities, image, overwrite))
-            seg.probabilities = None
-        stats = None
-        if statistics or report:
-            stats = self._statistics(image, seg, paths, sidecar)
-        if statistics:
-            written.append(write_json(paths.statistics, stats, overwrite))
-        if report:
-            written.append(self._report(image, paths, overwrite))
+        # One unit: every output staged under a temporary name, renamed together (the label
+        # map last) only when all were written; nothing left behind on a failure or a signal.
+        written = self._write_outputs(image, seg, paths, wanted, keep_largest, probabilities,
+                                      statistics, report, overwrite)
+        stats = written.pop("statistics")
+        written = written["files"]
         if stats is None:
             # torch counts uint8 directly; np.bincount makes an int64 copy of the volume
             # (8 bytes a voxel: 0.4 s for 512x512x150 on first touch of the memory)
@@ -268,24 +264,57 @@ class Segmenter:
                 "settings": sidecar["settings"], "input_check": sidecar["input_check"],
                 "organs": organs}
 
-    def _report(self, image, paths: OutputPaths, overwrite: bool) -> Path:
+    def _write_outputs(self, image, seg, paths: OutputPaths, wanted: list[Path], keep_largest: bool,
+                       probabilities: bool, statistics: bool, report: bool, overwrite: bool) -> dict:
+        """Stage and commit the outputs of one input; ``{"files": [...], "statistics": ...}``."""
+        folder = paths.labels.parent
+        remove_stale(folder)  # temporaries of a run killed with SIGKILL
+        stats = None
+        with OutputSet(overwrite=overwrite, last=paths.labels) as out:
+            out.write(paths.labels, lambda tmp: write_label_map(tmp, seg.labels, image, False))
+            sidecar = self._sidecar(image, seg, keep_largest)
+            sidecar["outputs"] = [p.name for p in wanted]
+            out.write(paths.sidecar, lambda tmp: write_json(tmp, sidecar, False))
+            if probabilities:
+                out.write(paths.probabilities,
+                          lambda tmp: write_probabilities(tmp, seg.probabilities, image, False))
+                seg.probabilities = None
+            if statistics or report:
+                stats = self._statistics(image, seg, paths, sidecar)
+            if statistics:
+                out.write(paths.statistics, lambda tmp: write_json(tmp, stats, False))
+            if report:
+                self._report(image, paths, out)
+            files = [f for f in wanted]
+        return {"files": files, "statistics": stats}
+
+    def _report(self, image, paths: OutputPaths, out: OutputSet) -> Path:
+        """The HTML report, read from the staged label map and sidecar under their final names
+        (hard links in a scratch folder: the report finds the sidecar by the label map's name)."""
         from ..report import write_scan_report
 
         prov = {"model": self.model_config.get("name"), "checkpoint": str(self.checkpoint_path),
                 "checkpoint_sha256": self.checkpoint_sha256}
+        scratch = out.scratch_dir(paths.report.parent)
+        labels = scratch / paths.labels.name
+        for final, dst in ((paths.labels, labels), (paths.sidecar, scratch / paths.sidecar.name)):
+            try:
+                os.link(out.staged(final), dst)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(out.staged(final), dst)
         src = Path(image.source)
         if src.is_dir():
             # The report reads image files, not DICOM folders: hand it a temporary NIfTI.
             from ..data.io import write_nifti
 
-            with tempfile.TemporaryDirectory(dir=paths.report.parent, prefix=".segment_") as tmp:
-                ct = Path(tmp) / "ct.nii.gz"
-                write_nifti(ct, image.array, like=image)
-                prov["ct_source"] = str(src)
-                write_scan_report(ct, paths.labels, paths.report, provenance=prov,
-                                  overwrite=overwrite)
-        else:
-            write_scan_report(src, paths.labels, paths.report, provenance=prov, overwrite=overwrite)
+            ct = scratch / "ct.nii.gz"
+            write_nifti(ct, image.array, like=image)
+            prov["ct_source"] = str(src)
+            src = ct
+        out.write(paths.report, lambda tmp: write_scan_report(src, labels, tmp, provenance=prov,
+                                                             overwrite=False))
         return paths.report
 
 

@@ -1,0 +1,1 @@
+"""Per-case output writers, and the staging that commits a case's outputs as one unit."""
