@@ -20,7 +20,6 @@ Only plain types are allowed so that ``torch.load(weights_only=True)`` can read 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Optional
 
 import torch
@@ -63,20 +62,77 @@ def make_checkpoint(model, classes, preprocessing: Optional[dict] = None,
     }
 
 
-def save_checkpoint(path, checkpoint: dict) -> None:
-    """Write atomically: a temp file in the same folder, then ``os.replace``."""
+def checkpoint_nbytes(checkpoint) -> int:
+    """Bytes of the tensors in ``checkpoint`` (nested dicts/lists): about its size on disk."""
+    if torch.is_tensor(checkpoint):
+        return checkpoint.numel() * checkpoint.element_size()
+    if isinstance(checkpoint, dict):
+        return sum(checkpoint_nbytes(v) for v in checkpoint.values())
+    if isinstance(checkpoint, (list, tuple)):
+        return sum(checkpoint_nbytes(v) for v in checkpoint)
+    return 64
+
+
+def save_checkpoint(path, checkpoint: dict, keep_previous: str | os.PathLike | None = None) -> None:
+    """Write atomically: a temp file in the same folder, then ``os.replace``.
+
+    Args:
+        keep_previous: move the file being replaced there first (``last.pt`` ->
+            ``previous.pt``), so a resume has a second valid checkpoint to fall back to.
+
+    Raises:
+        StorageError: the folder's file system cannot hold the file (checked before writing
+            from the tensors' size), or the write failed (full disk, file-size limit, read-only):
+            the file at ``path`` is then the previous one, untouched.
+    """
+    from .errors import StorageError, describe_os_error
+    from .outputs.staging import check_free_space, staged_name
+
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
-    os.close(fd)
+    check_free_space(folder, int(checkpoint_nbytes(checkpoint) * 1.05) + (1 << 20),
+                     f"the checkpoint {os.path.basename(path)}")
+    tmp = os.fspath(staged_name(path))
     try:
-        torch.save(checkpoint, tmp)
+        with open(tmp, "wb") as fh:
+            sink = _WriteErrors(fh)
+            try:
+                torch.save(checkpoint, sink)
+            except RuntimeError:
+                if sink.error is not None:  # torch's zip writer hides the OSError of write()
+                    raise sink.error from None
+                raise
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous is not None and os.path.exists(path):
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(f"{describe_os_error(exc, path)}; checkpoint not saved, "
+                               f"{os.path.basename(path)} is the previous one") from None
         raise
+
+
+class _WriteErrors:
+    """A binary file for ``torch.save`` that remembers the ``OSError`` a write raised."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
 
 
 def load_checkpoint(path) -> dict:
