@@ -9,6 +9,8 @@ Exit codes of every command (``transunet <command>`` and ``segment``):
 3     the file system refused: no space left, file too large, read-only file system,
       permission denied, a path component that is a file, a name too long, a missing
       drive (an ``OSError``, or :class:`StorageError` when refused before writing)
+4     ``train`` with several processes/nodes: another process was lost or a collective timed
+      out (``TRANSUNET_DIST_TIMEOUT``); resume with all of them (:class:`DistributedError`)
 129   SIGHUP, 130 SIGINT (Ctrl-C), 143 SIGTERM: stopped, temporary files removed
 ====  ===========================================================================
 """
@@ -36,6 +38,13 @@ class StorageError(UserError):
     writing): not enough free space, read-only, not permitted. Exit code 3."""
 
     exit_code = 3
+
+
+class DistributedError(UserError):
+    """A distributed run lost one of its processes (a node died, the network broke) or a
+    collective timed out. Exit code 4."""
+
+    exit_code = 4
 
 
 class Interrupted(KeyboardInterrupt):

@@ -37,7 +37,7 @@ import torch
 
 from .. import checkpoint as ckpt_mod
 from ..config import Config, diff, dump_yaml, load_config, to_dict
-from ..errors import CheckpointError, StorageError, UserError
+from ..errors import CheckpointError, DistributedError, StorageError, UserError
 from . import distributed as dist_mod
 from . import rng
 from .data import AugmentedSlices, ResumableSampler, make_loader, slice_volumes
@@ -419,6 +419,16 @@ class Trainer:
                 self.log.line({"event": "replicas", "max_checksum_difference": spread})
             self.log.line({"event": "done", "iteration": self.iteration, "best": self.best_metric
                            if math.isfinite(self.best_metric) else None})
+        except Exception as exc:
+            if not (self.ctx.distributed and dist_mod.is_peer_failure(exc)):
+                raise
+            first = str(exc).strip().splitlines()
+            kept = (f"last checkpoint: {self.last_path} (iteration {self.saved_iteration})"
+                    if self.saved_iteration else "no checkpoint saved yet")
+            raise DistributedError(
+                f"rank {self.ctx.rank}: lost contact with the other training processes at iteration "
+                f"{self.iteration} ({type(exc).__name__}: {first[0][:160] if first else ''}); {kept}; "
+                f"start all nodes again with --resume") from None
         finally:
             bar.close()
             self.log.close()
