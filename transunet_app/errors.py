@@ -97,6 +97,14 @@ FULL_OR_READ_ONLY = frozenset({_errno.ENOSPC, _errno.EFBIG, _errno.EDQUOT, _errn
 def describe_os_error(exc: OSError, path=None) -> str:
     """One line ``PATH: reason`` for an ``OSError`` (``path`` when the error names none)."""
     name = exc.filename if exc.filename is not None else path
+    if name is not None:
+        import os
+        import re
+
+        base = os.path.basename(os.fspath(name))
+        # a temporary file of an atomic write: the user knows the folder, not this name
+        if base.startswith(".") and re.search(r"\.(tmp|part|partial)(\.|$)", base):
+            name = os.path.dirname(os.fspath(name)) or "."
     reason = _OS_REASONS.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__)
     reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
     if name is None:
