@@ -8,7 +8,8 @@ Exit codes of every command (``transunet <command>`` and ``segment``):
 2     bad input: a file, an option or a config value (:class:`UserError`)
 3     the file system refused: no space left, file too large, read-only file system,
       permission denied, a path component that is a file, a name too long, a missing
-      drive (an ``OSError``, or :class:`StorageError` when refused before writing)
+      drive (an ``OSError``, or :class:`StorageError` when refused before writing); also
+      "out of memory"
 4     ``train`` with several processes/nodes: another process was lost or a collective timed
       out (``TRANSUNET_DIST_TIMEOUT``); resume with all of them (:class:`DistributedError`)
 129   SIGHUP, 130 SIGINT (Ctrl-C), 143 SIGTERM: stopped, temporary files removed

@@ -30,16 +30,30 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def install_signal_handlers() -> None:
-    """Turn SIGTERM/SIGINT/SIGHUP into :class:`Interrupted`; ignore SIGXFSZ (main thread only)."""
+def install_signal_handlers() -> dict:
+    """Turn SIGTERM/SIGINT/SIGHUP into :class:`Interrupted`; ignore SIGXFSZ (main thread only).
+
+    Returns the replaced handlers (``{signal: handler}``) for :func:`restore_signal_handlers`.
+    """
+    previous: dict = {}
     if threading.current_thread() is not threading.main_thread():
-        return
+        return previous
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         sig = getattr(signal, name, None)
         if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(sig, _raise_interrupted)
+            previous[sig] = signal.signal(sig, _raise_interrupted)
     if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return previous
+
+
+def restore_signal_handlers(previous: dict) -> None:
+    """Put back what :func:`install_signal_handlers` replaced (a command run in-process)."""
+    for sig, handler in previous.items():
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, TypeError):
+            pass
 
 
 def _print_traceback() -> None:
@@ -72,8 +86,15 @@ def report(exc: BaseException, prog: str) -> int | None:
 
 def run(func, args, prog: str) -> int:
     """Run ``func(args)`` with signal handlers; any failure is one line and an exit code."""
-    install_signal_handlers()
+    previous = install_signal_handlers()
     debug = debug_enabled() or bool(getattr(args, "debug", False))
+    try:
+        return _run(func, args, prog, debug)
+    finally:
+        restore_signal_handlers(previous)
+
+
+def _run(func, args, prog: str, debug: bool) -> int:
     try:
         return int(func(args) or 0)
     except BrokenPipeError:  # output piped into `head` & co.: not an error
