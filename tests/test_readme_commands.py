@@ -91,6 +91,20 @@ EXERCISED: dict[str, Exercise] = {
     "transunet convert": Exercise(
         "elsewhere", "tests/cli/test_convert.py::test_convert_official_checkpoint",
         why="command named in prose; its full form above is run verbatim"),
+    # -- several machines (tests/faults/test_multinode.py: two torchrun nodes on loopback)
+    "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node01:29400 --rdzv_id r50 "
+    "--max_restarts 0 -m transunet_app train --config configs/synapse_r50_vit_b16.yaml --output /shared/runs/r50 "
+    "data.root=/shared/Synapse": Exercise(
+        "elsewhere", "tests/faults/test_multinode.py::test_two_nodes_train_the_tiny_config",
+        why="slow: the same torchrun flags with --nproc_per_node 1, 127.0.0.1 and the tiny config"),
+    "head=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)": Exercise(
+        "elsewhere", "tests/faults/test_multinode.py::test_lost_node_stops_the_other_then_both_resume",
+        why="SLURM is not available in CI"),
+    "srun torchrun --nnodes $SLURM_NNODES --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint $head:29400 "
+    "--rdzv_id $SLURM_JOB_ID --max_restarts 0 -m transunet_app train --config configs/synapse_r50_vit_b16.yaml "
+    "--output /shared/runs/r50 data.root=/shared/Synapse": Exercise(
+        "elsewhere", "tests/faults/test_multinode.py::test_lost_node_stops_the_other_then_both_resume",
+        why="SLURM is not available in CI; the torchrun part is run with two nodes on loopback"),
     # -- train on Synapse (raw data in the official img/ + label/ layout written by the test)
     "transunet prepare synapse --raw /data/Abdomen --out /data/Synapse": Exercise(
         "substituted", "test_synapse_prepare_train_segment_evaluate", replacements=SYNAPSE_PATHS),
@@ -470,7 +484,7 @@ def test_synapse_prepare_train_segment_evaluate(tmp_path):
     r = run_readme("torchrun --nproc_per_node 4 -m transunet_app train --config configs/synapse_r50_vit_b16.yaml --output runs/r50 data.root=/data/Synapse", work)
     ddp_log = [json.loads(ln) for ln in (work / "runs" / "r50_ddp" / "log.jsonl").read_text().splitlines()]
     assert next(e for e in ddp_log if e.get("event") == "start")["world_size"] == 2
-    assert sorted(p.name for p in (work / "runs" / "r50_ddp" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (work / "runs" / "r50_ddp" / "checkpoints").iterdir()) == ["best.pt", "last.pt", "previous.pt"]
 
     shown = {c.text for c in readme_commands()[0]}
     segment_commands = [c for c in (SEGMENT_ALL_SCANS, SEGMENT_TEST_CASES) if c in shown]

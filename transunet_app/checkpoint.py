@@ -26,7 +26,7 @@ import torch
 
 from . import __version__
 from .data.intensity import HU_WINDOW
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 from .models.pretrained import OWN_FORMAT, torch_load_safe
 
 DEFAULT_PREPROCESSING = {
@@ -63,18 +63,84 @@ def make_checkpoint(model, classes, preprocessing: Optional[dict] = None,
     }
 
 
-def save_checkpoint(path, checkpoint: dict, overwrite: bool = False) -> None:
-    """Write ``checkpoint`` with :func:`~transunet_app.data.files.atomic_write` (its folder is
+def checkpoint_nbytes(checkpoint) -> int:
+    """Bytes of the tensors in ``checkpoint`` (nested dicts/lists): about its size on disk."""
+    if torch.is_tensor(checkpoint):
+        return checkpoint.numel() * checkpoint.element_size()
+    if isinstance(checkpoint, dict):
+        return sum(checkpoint_nbytes(v) for v in checkpoint.values())
+    if isinstance(checkpoint, (list, tuple)):
+        return sum(checkpoint_nbytes(v) for v in checkpoint)
+    return 64
+
+
+def save_checkpoint(path, checkpoint: dict, overwrite: bool = False,
+                    keep_previous: str | os.PathLike | None = None) -> None:
+    """Write atomically: a temp file in the same folder, then ``os.replace`` (the folder is
     created).
 
     Args:
         overwrite: replace an existing file (a training run rewriting its ``last.pt``);
             without it an existing file is a :class:`~transunet_app.errors.UserError`.
-    """
-    from .data.files import atomic_write
+        keep_previous: move the file being replaced there first (``last.pt`` ->
+            ``previous.pt``), so a resume has a second valid checkpoint to fall back to.
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp), overwrite=overwrite)
+    Raises:
+        UserError: ``path`` exists and ``overwrite`` is false.
+        StorageError: the folder's file system cannot hold the file (checked before writing
+            from the tensors' size), or the write failed (full disk, file-size limit, read-only):
+            the file at ``path`` is then the previous one, untouched.
+    """
+    from .errors import StorageError, describe_os_error
+    from .outputs.staging import check_free_space, staged_name
+
+    path = os.fspath(path)
+    if not overwrite and os.path.exists(path):
+        raise UserError(f"{path}: already exists (use --overwrite to replace it)")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    check_free_space(folder, int(checkpoint_nbytes(checkpoint) * 1.05) + (1 << 20),
+                     f"the checkpoint {os.path.basename(path)}")
+    tmp = os.fspath(staged_name(path))
+    try:
+        with open(tmp, "wb") as fh:
+            sink = _WriteErrors(fh)
+            try:
+                torch.save(checkpoint, sink)
+            except RuntimeError:
+                if sink.error is not None:  # torch's zip writer hides the OSError of write()
+                    raise sink.error from None
+                raise
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous is not None and os.path.exists(path):
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(f"{describe_os_error(exc, path)}; checkpoint not saved, "
+                               f"{os.path.basename(path)} is the previous one") from None
+        raise
+
+
+class _WriteErrors:
+    """A binary file for ``torch.save`` that remembers the ``OSError`` a write raised."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
 
 
 def load_checkpoint(path) -> dict:

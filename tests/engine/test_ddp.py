@@ -49,4 +49,4 @@ def test_two_process_gloo_ranks_hold_identical_weights(phantom_root, tmp_path):
     replicas = next(r for r in first if r.get("event") == "replicas")
     assert replicas["max_checksum_difference"] == 0.0
     # Only rank 0 wrote: one log, one set of checkpoints, no stray temp files.
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt", "previous.pt"]

@@ -7,16 +7,15 @@ Each subcommand lives in its own module ``transunet_app.cli.<name>`` exposing
 * ``run(args) -> int``: does the work and returns the exit code.
 
 A :class:`transunet_app.errors.UserError` raised anywhere becomes one line on stderr and
-exit code 2.
+exit code 2, an ``OSError`` (full disk, read-only folder, ...) one line naming the path and
+exit code 3, a signal exit code 128 + N (exit codes: :mod:`transunet_app.errors`).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 from .. import __version__
-from ..errors import UserError
 
 # Order is the order shown in --help.
 # Command names as typed; the module is the name with "-" as "_" (synapse-refs -> synapse_refs).
@@ -45,24 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_guarded(func, args, prog: str) -> int:
-    """Run a command; turn user errors into one stderr line and exit code 2."""
-    try:
-        return int(func(args) or 0)
-    except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` & co.: not an error
-        import os
+    """Run a command: every failure is one stderr line and a documented exit code.
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    2 bad input (UserError), 3 a file-system fault (no space, read-only, permission ...),
+    128 + N on signal N (SIGINT 130, SIGTERM 143, SIGHUP 129); ``TRANSUNET_DEBUG=1`` or
+    ``--debug`` adds the traceback (see :mod:`transunet_app.cli.guard`).
+    """
+    from .guard import run
+
+    return run(func, args, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help="print tracebacks under error lines (also TRANSUNET_DEBUG=1)")
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -76,5 +72,7 @@ def segment_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="segment", description=module.HELP)
     parser.add_argument("--version", action="version", version=f"transunet-app {__version__}")
     module.add_arguments(parser)
+    parser.add_argument("--debug", action="store_true",
+                        help="print tracebacks under error lines (also TRANSUNET_DEBUG=1)")
     args = parser.parse_args(argv)
     return run_guarded(module.run, args, "segment")

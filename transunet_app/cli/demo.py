@@ -17,7 +17,6 @@ does on patients.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 

@@ -169,10 +169,11 @@ def _warn(text: str) -> None:
     print(f"segment: warning: {text}", file=sys.stderr, flush=True)
 
 
-def _settings(args) -> dict:
+def _settings(args, redo: bool = False) -> dict:
+    """Segmenter.run keywords; ``redo``: replace an incomplete set an earlier run left."""
     return {"keep_largest": args.keep_largest, "probabilities": args.probabilities,
-            "statistics": args.statistics, "report": args.report, "overwrite": args.overwrite,
-            "series_uid": args.series, **_hospital_settings(args)}
+            "statistics": args.statistics, "report": args.report,
+            "overwrite": args.overwrite or redo, "series_uid": args.series, **_hospital_settings(args)}
 
 
 def _hospital_settings(args) -> dict:
@@ -210,8 +211,23 @@ def _segmenter_kwargs(args) -> dict:
             "streams": args.streams}
 
 
+def _existing_state(args, dst: Path) -> str:
+    """``"done"`` (a complete output set), ``"incomplete"`` (some of the set from a run that
+    was cut short: redone, its files replaced) or ``"absent"``."""
+    from ..inference.outputs import OutputPaths, outputs_complete
+
+    paths = OutputPaths.for_label_map(dst)
+    wanted = paths.wanted(args.probabilities, args.statistics, args.report,
+                          _hospital_settings(args)["output_types"], args.preview)
+    if outputs_complete(paths, wanted):
+        return "done"
+    if any(p.exists() for p in wanted):
+        return "incomplete"
+    return "absent"
+
+
 def run(args) -> int:
-    from ..errors import UserError
+    from ..errors import FULL_OR_READ_ONLY, StorageError, UserError, describe_os_error
     from ..inference.outputs import OutputPaths, check_writable
 
     if args.jobs < 1:
@@ -237,32 +253,42 @@ def run(args) -> int:
         (src, dst), = pairs
         if not src.exists():
             raise UserError(f"{src}: no such file or folder")
-        if args.skip_existing and dst.exists():
-            _say(args.quiet, f"{src}: skipped, {dst} exists")
-            return 0
+        redo = False
+        if args.skip_existing:
+            state = _existing_state(args, dst)
+            if state == "done":
+                _say(args.quiet, f"{src}: skipped, {dst} exists")
+                return 0
+            redo = state == "incomplete"
         paths = OutputPaths.for_label_map(dst)
-        check_writable(paths.wanted(args.probabilities, args.statistics, args.report,
-                                    _hospital_settings(args)["output_types"], args.preview),
-                       args.overwrite)
+        if not redo:
+            check_writable(paths.wanted(args.probabilities, args.statistics, args.report,
+                                        _hospital_settings(args)["output_types"], args.preview),
+                           args.overwrite)
         segmenter = _make_segmenter(args, jobs=1)
         _check_hospital_options(args, inputs, segmenter.classes)
         result = segmenter.run(src, dst, progress_factory=_progress_factory(args.quiet),
-                               log=lambda s: _say(args.quiet, s), warn=_warn, **_settings(args))
+                               log=lambda s: _say(args.quiet, s), warn=_warn,
+                               **_settings(args, redo))
         _say(args.quiet, f"{src} -> {dst} ({result.organs_found} organs, {result.seconds:.1f} s)")
         return 0
 
     todo, skipped = [], 0
+    redo: set[Path] = set()
     for src, dst in pairs:
-        if args.skip_existing and dst.exists():
+        state = _existing_state(args, dst) if args.skip_existing else "absent"
+        if state == "done":
             skipped += 1
             _say(args.quiet, f"{src}: skipped, {dst} exists")
         else:
+            if state == "incomplete":
+                redo.add(dst)
             todo.append((src, dst))
     failures: list[tuple[Path, str]] = []
     done = 0
     if todo:
         if args.jobs > 1 and len(todo) > 1:
-            done, failures = _run_parallel(args, todo)
+            done, failures = _run_parallel(args, todo, redo)
         else:
             segmenter = _make_segmenter(args, jobs=1)
             _check_hospital_options(args, inputs, segmenter.classes)
@@ -271,10 +297,19 @@ def run(args) -> int:
                 try:
                     r = segmenter.run(src, dst, progress_factory=_progress_factory(args.quiet),
                                       log=lambda s: _say(args.quiet, s), warn=_warn,
-                                      **_settings(args))
+                                      **_settings(args, dst in redo))
+                except StorageError:
+                    raise  # the output file system is full or read-only: the rest would fail too
                 except UserError as exc:
                     failures.append((src, str(exc)))
                     print(f"segment: error: {exc}", file=sys.stderr, flush=True)
+                    continue
+                except OSError as exc:
+                    if exc.errno in FULL_OR_READ_ONLY:
+                        raise
+                    msg = describe_os_error(exc, src)
+                    failures.append((src, msg))
+                    print(f"segment: error: {msg}", file=sys.stderr, flush=True)
                     continue
                 except Exception as exc:  # a bug or resource problem on one file: keep going
                     msg = f"{src}: failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
@@ -337,6 +372,9 @@ def _worker_init(seg_kwargs: dict, threads: int) -> None:
     import torch
 
     from ..inference import Segmenter
+    from .guard import install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM from the parent: staged files removed, then exit
     from ..inference.memory import reuse_freed_memory
 
     reuse_freed_memory()
@@ -350,14 +388,21 @@ def _worker_run(src: str, dst: str, settings: dict) -> tuple[str, str, str, floa
     warnings: list[str] = []
     try:
         r = _WORKER["segmenter"].run(src, dst, warn=warnings.append, **settings)
+    except KeyboardInterrupt as exc:  # SIGTERM/SIGINT: staged files are gone by now; leave
+        os._exit(getattr(exc, "exit_code", 130))
     except UserError as exc:
-        return "error", src, str(exc), 0.0, warnings
+        return ("fatal" if getattr(exc, "exit_code", 2) == 3 else "error"), src, str(exc), 0.0, warnings
+    except OSError as exc:
+        from ..errors import FULL_OR_READ_ONLY, describe_os_error
+
+        status = "fatal" if exc.errno in FULL_OR_READ_ONLY else "error"
+        return status, src, describe_os_error(exc, src), 0.0, warnings
     except Exception as exc:
         return "error", src, f"{src}: failed ({type(exc).__name__}: {exc})".splitlines()[0], 0.0, warnings
     return "ok", src, f"{src} -> {dst} ({r.organs_found} organs, {r.seconds:.1f} s)", r.seconds, warnings
 
 
-def _run_parallel(args, todo):
+def _run_parallel(args, todo, redo=frozenset()):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -380,9 +425,11 @@ def _run_parallel(args, todo):
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     failures, done = [], 0
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(_segmenter_kwargs(args), threads)) as pool:
-        futures = {pool.submit(_worker_run, str(s), str(d), _settings(args)): s for s, d in todo}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                               initargs=(_segmenter_kwargs(args), threads))
+    try:
+        futures = {pool.submit(_worker_run, str(s), str(d), _settings(args, d in redo)): s
+                   for s, d in todo}
         for fut in as_completed(futures):
             try:
                 status, src, msg, _, warnings = fut.result()
@@ -395,7 +442,31 @@ def _run_parallel(args, todo):
             if status == "ok":
                 done += 1
                 _say(args.quiet, msg)
+            elif status == "fatal":  # output file system full or read-only: stop all
+                from ..errors import StorageError
+
+                raise StorageError(msg)
             else:
                 failures.append((Path(src), msg))
                 print(f"segment: error: {msg}", file=sys.stderr, flush=True)
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     return done, failures
+
+
+def _stop_workers(pool) -> None:
+    """SIGTERM every worker (each removes its staged files and exits), then wait for them."""
+    import signal
+
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+    for p in procs:
+        p.join(timeout=30)

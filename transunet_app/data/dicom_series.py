@@ -129,8 +129,9 @@ def _read_header(path):
 
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError,
-            KeyError, IndexError):
+    except InvalidDicomError:
+        return None
+    except Exception:  # noqa: BLE001 (a corrupt file raises many types, e.g. BytesLengthException)
         return None
 
 

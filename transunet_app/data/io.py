@@ -160,6 +160,7 @@ def _read_nifti(path: Path) -> Image:
         dims = tuple(int(d) for d in img.header["dim"][1: int(img.header["dim"][0]) + 1])
         if 0 in dims:
             raise UserError(f"{path}: zero-length axis in image shape {dims}")
+        _check_declared_size(img.header, dims, path)
         try:
             array = _scaled_data(img.dataobj)
         except MemoryError:
@@ -171,6 +172,34 @@ def _read_nifti(path: Path) -> Image:
     array = _squeeze_to_3d(array, path)
     affine = np.asarray(img.affine, dtype=np.float64)
     return Image(array=array, affine=affine, spacing=_spacing(affine), source=path, header=header, meta=meta)
+
+
+#: deflate's largest compression ratio (runs of one byte): a gzip file of n bytes holds at
+#: most about 1032 n bytes, so a header declaring more is refused before allocating
+_GZIP_MAX_RATIO = 1032
+
+
+def _check_declared_size(header, dims: tuple, path: Path) -> None:
+    """Refuse a header whose declared data the file cannot hold, before any array is made
+    (a corrupt header declaring 10^12 voxels must not allocate terabytes)."""
+    try:
+        itemsize = int(header.get_data_dtype().itemsize)
+        offset = int(header.get_data_offset())
+    except Exception as exc:  # noqa: BLE001 - any inconsistency of a damaged header
+        raise UserError(f"{path}: invalid NIfTI header ({_short(exc)})") from None
+    if any(d < 0 for d in dims):
+        raise UserError(f"{path}: negative axis length in image shape {dims}")
+    declared = int(np.prod([int(d) for d in dims], dtype=object)) * itemsize
+    size = path.stat().st_size
+    gz = path.name.lower().endswith(".gz")
+    capacity = size * _GZIP_MAX_RATIO if gz else size - offset
+    if declared > capacity:
+        what = f"header declares shape {dims} ({declared / 1e6:.1f} MB of voxels)"
+        if gz:
+            raise UserError(f"{path}: {what}, more than a {size}-byte gzip file can hold "
+                            f"(corrupt header or truncated file)")
+        raise UserError(f"{path}: {what} but the file holds {max(capacity, 0)} bytes of data "
+                        f"(truncated file or corrupt header)")
 
 
 def _scaled_data(dataobj) -> np.ndarray:
@@ -200,6 +229,8 @@ def _read_sitk(path: Path) -> Image:
 
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
+    if path.name.lower().endswith((".dcm", ".ima")):
+        _check_dicom_sizes([str(path)], path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -215,6 +246,7 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     # pydicom picks, orders and checks the slices (the tool's own messages); ITK reads pixels.
     series = scan_dicom_folder(folder, series_uid)
     reader = sitk.ImageSeriesReader()
+    _check_dicom_sizes(series.files, folder)  # a mutated header must not allocate gigabytes
     reader.SetFileNames([str(f) for f in series.files])
     warn_display = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its gap warnings are ours, reworded
@@ -233,6 +265,61 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     image.affine = series.affine_ras  # from the sorted headers: slice k is series.files[k]
     image.spacing = _spacing(image.affine)
     return image
+
+
+#: DICOM transfer syntaxes whose pixel data is stored as is (its size is the declared size)
+_UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+
+
+def _check_dicom_sizes(files, where: Path) -> None:
+    """Refuse DICOM files whose header declares more pixel data than the file can hold, from
+    the header alone (a mutated Rows/Columns must not make the reader allocate gigabytes)."""
+    import SimpleITK as sitk
+
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(name))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise UserError(f"{name}: not a readable DICOM file ({_sitk_reason(exc)})") from None
+        size = [int(v) for v in reader.GetSize()]
+        # stored bytes per pixel from Bits Allocated (ITK's pixel type is the rescaled one:
+        # float for a fractional slope, more than the file holds)
+        bits = reader.GetMetaData("0028|0100").strip(" \0") if reader.HasMetaDataKey("0028|0100") else ""
+        samples = reader.GetMetaData("0028|0002").strip(" \0") if reader.HasMetaDataKey("0028|0002") else ""
+        if bits.isdigit():
+            bytes_per = max(1, int(bits) // 8) * (int(samples) if samples.isdigit() else 1)
+        else:
+            bytes_per = int(reader.GetNumberOfComponents()) * max(1, np.dtype(_SITK_DTYPES.get(
+                reader.GetPixelID(), np.float64)).itemsize)
+        declared = int(np.prod(size, dtype=object)) * bytes_per
+        syntax = reader.GetMetaData("0002|0010").strip(" \0") if reader.HasMetaDataKey("0002|0010") else ""
+        on_disk = os.path.getsize(name)
+        capacity = on_disk if syntax in _UNCOMPRESSED_SYNTAXES or not syntax else on_disk * _GZIP_MAX_RATIO
+        if declared > capacity:
+            raise UserError(f"{name}: DICOM header declares {'x'.join(map(str, size))} pixels "
+                            f"({declared / 1e6:.1f} MB) but the file has {on_disk} bytes "
+                            f"(truncated file or corrupt header)")
+
+
+def _sitk_dtypes() -> dict:
+    import SimpleITK as sitk
+
+    return {sitk.sitkUInt8: np.uint8, sitk.sitkInt8: np.int8, sitk.sitkUInt16: np.uint16,
+            sitk.sitkInt16: np.int16, sitk.sitkUInt32: np.uint32, sitk.sitkInt32: np.int32,
+            sitk.sitkUInt64: np.uint64, sitk.sitkInt64: np.int64, sitk.sitkFloat32: np.float32,
+            sitk.sitkFloat64: np.float64}
+
+
+class _LazyDtypes(dict):
+    def get(self, key, default=None):
+        if not self:
+            self.update(_sitk_dtypes())
+        return super().get(key, default)
+
+
+_SITK_DTYPES = _LazyDtypes()
 
 
 def _from_sitk(img, path: Path, meta: dict) -> Image:

@@ -3,6 +3,12 @@
 ``torchrun --nproc_per_node N`` starts one process per device and sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; :func:`setup` reads them and
 joins the group (NCCL on CUDA, gloo on CPU). Without them the run is a single process.
+
+Several machines (``torchrun --nnodes N --rdzv_backend c10d --rdzv_endpoint HOST:PORT``) work
+the same way. Every collective has a timeout, ``TRANSUNET_DIST_TIMEOUT`` seconds (default
+300): when a node is lost, the others stop within that bound (usually at once: gloo sees the
+closed connection) with one line (:class:`~transunet_app.errors.DistributedError`, exit code
+4), and ``--resume`` with all nodes continues from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -52,11 +58,45 @@ def setup(device_preference: str = "auto") -> DistContext:
     device = pick_device(device_preference, local_rank)
     owns = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                timeout=collective_timeout())
         owns = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device, owns_group=owns)
+
+
+#: seconds a collective may wait for the other processes before the run stops
+TIMEOUT_ENV = "TRANSUNET_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300
+
+
+def collective_timeout():
+    """``TRANSUNET_DIST_TIMEOUT`` (seconds, default 300) as the process group's timeout."""
+    import datetime
+
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        from ..errors import UserError
+
+        raise UserError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
+    if seconds <= 0:
+        from ..errors import UserError
+
+        raise UserError(f"{TIMEOUT_ENV}={raw!r}: must be positive")
+    return datetime.timedelta(seconds=seconds)
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """True for a collective that failed because another process is gone or timed out."""
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(key in text for key in (
+        "gloo", "connection closed", "connection reset", "timed out", "timeout", "broken pipe",
+        "nccl", "peer", "socket"))
 
 
 def teardown(ctx: DistContext) -> None:

@@ -9,8 +9,16 @@ demo. A run folder holds::
     checkpoints/last.pt    weights + full training state (optimizer, scheduler, scaler, RNG,
                            sampler position), written atomically at epoch ends and every
                            ``train.checkpoint_every_iterations``
+    checkpoints/previous.pt the last.pt before the latest save: ``--resume`` falls back to it
+                           (with a warning naming both) when last.pt is truncated or corrupt
     checkpoints/best.pt    weights and metrics of the best validation mean Dice (no training
                            state; what ``segment`` uses)
+
+Faults: each checkpoint save first checks the free space (the tensors' size) and writes to a
+temporary file, so a full disk stops the run with one line naming the folder while last.pt
+stays the previous, valid checkpoint (``--resume`` continues exactly from it). A NaN/Inf loss
+stops the run before anything is saved, naming the iteration, the batch's slices and the last
+good checkpoint.
 
 Exact resume: the sample order of an epoch depends on (seed, epoch), each sample's augmentation
 on (seed, epoch, index), and dropout on the saved RNG state, so a run restarted from
@@ -30,7 +38,7 @@ import torch
 
 from .. import checkpoint as ckpt_mod
 from ..config import Config, diff, dump_yaml, load_config, to_dict
-from ..errors import UserError
+from ..errors import CheckpointError, DistributedError, StorageError, UserError
 from . import distributed as dist_mod
 from . import rng
 from .data import AugmentedSlices, ResumableSampler, make_loader, slice_volumes
@@ -42,10 +50,19 @@ from .validate import validate
 CONFIG_NAME = "config.yaml"
 CKPT_DIR = "checkpoints"
 LAST = "last.pt"
+PREVIOUS = "previous.pt"
 BEST = "best.pt"
 #: config keys that may change when a run is resumed (they do not affect the computation).
 RESUMABLE_CHANGES = {"data.root", "data.num_workers", "log.tensorboard", "log.image_every", "log.progress",
                      "log.print_every", "val.batch_size", "train.checkpoint_every_iterations", "train.device"}
+
+
+def warn(text: str) -> None:
+    """A warning line on stderr (rank 0 only: every rank would print the same)."""
+    import sys
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"train: warning: {text}", file=sys.stderr, flush=True)
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -186,6 +203,8 @@ class Trainer:
             self.best_iteration = -1
             self.val_history: list[dict] = []
             self.resumed_from = None
+            self.saved_iteration = 0  # iteration of the newest valid last.pt (0: none yet)
+            self._pending_error: str | None = None
             if resume:
                 self._load_last()
             self.log = NullLog()
@@ -263,14 +282,33 @@ class Trainer:
                 "synthetic": bool(self.info.get("synthetic", False))}
 
     def save_last(self) -> None:
-        """Write ``last.pt`` (all ranks must call: RNG states and buffers are gathered)."""
+        """Write ``last.pt``, keeping the one it replaces as ``previous.pt`` (all ranks must
+        call: RNG states and buffers are gathered).
+
+        Raises:
+            StorageError: not enough space or the write failed; last.pt is still the previous
+                checkpoint (iteration ``self.saved_iteration``), training state untouched.
+        """
         dist_mod.broadcast_buffers(self.ctx, self.model)
         state = self._training_state()
-        if self.ctx.is_main:
+        error, self._pending_error = self._pending_error, None  # best.pt failed just before
+        if self.ctx.is_main and error is None:
             ck = ckpt_mod.make_checkpoint(self.model, self.classes, preprocessing=self._preprocessing(),
                                           training=state, metrics=self._latest_metrics(),
                                           config={**to_dict(self.cfg), "dataset": self._dataset_record()})
-            ckpt_mod.save_checkpoint(self.last_path, ck, overwrite=True)
+            try:
+                ckpt_mod.save_checkpoint(self.last_path, ck, overwrite=True,
+                                         keep_previous=self.last_path.with_name(PREVIOUS))
+            except StorageError as exc:
+                error = str(exc)
+        # every rank learns whether rank 0 saved: all stop together instead of hanging
+        error = dist_mod.gather_objects(self.ctx, error)[0]
+        if error is not None:
+            kept = (f"resume continues from iteration {self.saved_iteration}" if self.saved_iteration
+                    else "no checkpoint of this run yet")
+            raise StorageError(f"{error}; training stopped at iteration {self.iteration} ({kept} "
+                               f"with --resume --output {self.out} once there is space)")
+        self.saved_iteration = self.iteration
 
     def _save_best(self, metrics: dict) -> None:
         ck = ckpt_mod.make_checkpoint(self.model, self.classes, preprocessing=self._preprocessing(),
@@ -282,11 +320,24 @@ class Trainer:
         return self.val_history[-1] if self.val_history else None
 
     def _load_last(self) -> None:
-        path = self.last_path
-        if not path.exists():
+        candidates = [p for p in (self.last_path, self.last_path.with_name(PREVIOUS)) if p.exists()]
+        if not candidates:
             # Killed before its first checkpoint: start over in the same folder.
             return
-        ck = ckpt_mod.load_checkpoint(path)
+        failures = []
+        for path in candidates:
+            try:
+                ck = ckpt_mod.load_checkpoint(path)
+            except UserError as exc:
+                failures.append(str(exc))
+                continue
+            break
+        else:
+            raise CheckpointError(f"{self.out / CKPT_DIR}: no valid checkpoint to resume from "
+                                  f"({'; '.join(failures)})")
+        if failures:
+            warn(f"{failures[0]}; resuming from {path} (iteration "
+                 f"{(ck.get('training') or {}).get('iteration')}) instead")
         try:
             self.model.load_state_dict(ck["state_dict"], strict=True)
         except RuntimeError as exc:
@@ -308,6 +359,7 @@ class Trainer:
         self.best_iteration = st["best_iteration"]
         self.val_history = list(st["val_history"])
         self.resumed_from = path
+        self.saved_iteration = self.iteration
 
     # ------------------------------------------------------------------ loop
 
@@ -382,6 +434,16 @@ class Trainer:
                 self.log.line({"event": "replicas", "max_checksum_difference": spread})
             self.log.line({"event": "done", "iteration": self.iteration, "best": self.best_metric
                            if math.isfinite(self.best_metric) else None})
+        except Exception as exc:
+            if not (self.ctx.distributed and dist_mod.is_peer_failure(exc)):
+                raise
+            first = str(exc).strip().splitlines()
+            kept = (f"last checkpoint: {self.last_path} (iteration {self.saved_iteration})"
+                    if self.saved_iteration else "no checkpoint saved yet")
+            raise DistributedError(
+                f"rank {self.ctx.rank}: lost contact with the other training processes at iteration "
+                f"{self.iteration} ({type(exc).__name__}: {first[0][:160] if first else ''}); {kept}; "
+                f"start all nodes again with --resume") from None
         finally:
             bar.close()
             self.log.close()
@@ -393,8 +455,7 @@ class Trainer:
         values = dist_mod.mean_across(self.ctx, torch.stack([loss.float(), parts["ce"], parts["dice"]]).cpu())
         loss_v, ce_v, dice_v = (float(v) for v in values)
         if not math.isfinite(loss_v):
-            raise UserError(f"training diverged: loss is {loss_v} at iteration {self.iteration} "
-                            f"(lower optim.lr or use train.amp=off)")
+            self._stop_on_non_finite(loss_v, batch)
         if not self.ctx.is_main:
             return
         bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.2e}", epoch=self.epoch, refresh=False)
@@ -410,6 +471,20 @@ class Trainer:
         if cfg.log.image_every and it % cfg.log.image_every == 0:
             pred = logits[0].float().argmax(0).cpu().numpy()
             self.log.image("train/panel", it, panel(batch["image"][0, 0].numpy(), batch["label"][0].numpy(), pred))
+
+    def _stop_on_non_finite(self, loss_v: float, batch) -> None:
+        """NaN/Inf loss: stop before any checkpoint holds the weights it produced, naming the
+        iteration, every rank's slices in the batch and the last good checkpoint."""
+        names_of = getattr(self.train_set.slices, "names", None)
+        mine = [str(names_of[int(i)]) if names_of is not None else str(int(i)) for i in batch["index"]]
+        names = [n for rank_names in dist_mod.gather_objects(self.ctx, mine) for n in rank_names]
+        shown = ", ".join(names[:16]) + (f" and {len(names) - 16} more" if len(names) > 16 else "")
+        last = (f"last good checkpoint: {self.last_path} (iteration {self.saved_iteration})"
+                if self.saved_iteration else "no checkpoint saved yet")
+        raise UserError(f"training stopped: loss is {loss_v} at iteration {self.iteration} (epoch "
+                        f"{self.epoch}) on the slices {shown}; nothing was saved from this step; "
+                        f"{last} (check those slices for NaN/Inf values, lower optim.lr or use "
+                        f"train.amp=off)")
 
     def _end_of_epoch(self, final: bool) -> None:
         cfg = self.cfg
@@ -433,8 +508,11 @@ class Trainer:
             score = summary["mean_dice"]
             if math.isfinite(score) and score > self.best_metric:
                 self.best_metric, self.best_iteration = score, self.iteration
-                self._save_best({"mean_dice": score, "per_organ": summary["per_organ"],
-                                 "validation": f"{cfg.val.source}:{cfg.val.split}"})
+                try:
+                    self._save_best({"mean_dice": score, "per_organ": summary["per_organ"],
+                                     "validation": f"{cfg.val.source}:{cfg.val.split}"})
+                except StorageError as exc:  # stop in save_last, all ranks together
+                    self._pending_error = str(exc)
             if self.ctx.is_main and cfg.log.progress:
                 from tqdm import tqdm
 

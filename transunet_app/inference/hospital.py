@@ -2,8 +2,8 @@
 preview PNG, and the ``--roi-subset`` organ selection they all share.
 
 The checks run before any inference (a NIfTI input cannot be referenced by a SEG; a DICOM
-series whose UIDs anonymisation emptied cannot either); the files are written under temporary
-names (:class:`~transunet_app.outputs.pending.PendingFiles`) and renamed together at the end.
+series whose UIDs anonymisation emptied cannot either); the files join the case's
+:class:`~transunet_app.outputs.staging.OutputSet` (temporary names, renamed together at the end).
 The writers themselves live in :mod:`transunet_app.outputs`.
 """
 from __future__ import annotations
@@ -77,13 +77,9 @@ class HospitalOutputs:
         return {i: str(n) for i, n in enumerate(class_names)
                 if i == 0 or self.roi_subset is None or n in self.roi_subset}
 
-    def staged(self, overwrite: bool):
-        from ..outputs.pending import PendingFiles
-
-        return PendingFiles(overwrite)
-
-    def write(self, pending, image, labels: np.ndarray, classes: dict[int, str], provenance) -> None:
-        """Write the requested files to temporary names held by ``pending``."""
+    def write(self, out, image, labels: np.ndarray, classes: dict[int, str], provenance) -> None:
+        """Write the requested files into the case's :class:`~transunet_app.outputs.staging.OutputSet`
+        ``out`` (temporary names, renamed with the case's other outputs)."""
         wanted = [t for t in self.types if t != "nifti"]
         if not wanted and not self.preview:
             return
@@ -95,10 +91,9 @@ class HospitalOutputs:
         for kind, final in (("dicom-seg", self.paths.dicom_seg), ("rtstruct", self.paths.rtstruct),
                             ("seg-nrrd", self.paths.seg_nrrd), ("preview", self.paths.preview)):
             if kind in wanted or (kind == "preview" and self.preview):
-                try:
-                    self._write_one(kind, pending.path_for(final), image, labels, organs, provenance)
-                except OSError as exc:  # disk full, permissions: the file, not a traceback
-                    raise UserError(f"{final}: cannot write ({exc.strerror or exc})") from None
+                # an OSError (disk full, permissions) names the final file: the CLI's one line
+                out.write(final, lambda tmp, kind=kind: self._write_one(kind, tmp, image, labels,
+                                                                        organs, provenance))
 
     def _write_one(self, kind: str, path: Path, image, labels, organs, provenance) -> None:
         if kind == "dicom-seg":

@@ -15,10 +15,16 @@ For a label map ``case.nii.gz``:
 * ``--output-type``: ``case_seg.dcm`` (DICOM SEG), ``case_rtstruct.dcm`` (RT Structure Set),
   ``case.seg.nrrd`` (3D Slicer); ``--preview``: ``case_preview.png`` (writers in
   :mod:`transunet_app.outputs`).
+
+They are one unit (:mod:`transunet_app.outputs.staging`): staged under temporary names and
+renamed together, the label map last; the sidecar lists them all (``"outputs"``), so
+``--skip-existing`` takes a case as done only when every listed file exists
+(:func:`outputs_complete`).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +106,47 @@ def parse_output_types(text: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: bytes written besides the volumes: JSON files, the HTML report's images (generous)
+_SMALL_FILES_BYTES = 2_000_000
+_REPORT_BYTES = 20_000_000
+
+
+def estimate_output_bytes(shape, num_classes: int, probabilities: bool, statistics: bool,
+                          report: bool) -> int:
+    """An upper bound on what ``segment`` writes for a volume of ``shape`` (I, J, K).
+
+    The label map and the probabilities are gzip-compressed uint8, one byte a voxel (and one
+    per class a voxel) before compression; compression is not counted on, so the bound holds
+    for noisy probabilities too. Staged files exist next to the old ones during an
+    ``--overwrite``, so the old ones are not counted as reclaimable either.
+    """
+    voxels = int(np.prod([int(s) for s in shape], dtype=np.int64))
+    total = voxels + _SMALL_FILES_BYTES  # labels + sidecar
+    if probabilities:
+        total += voxels * int(num_classes)
+    if statistics:
+        total += _SMALL_FILES_BYTES
+    if report:
+        total += _REPORT_BYTES + voxels * 2  # a NIfTI copy of a DICOM series (int16)
+    return int(total * 1.01) + 65536
+
+
+def outputs_complete(paths: "OutputPaths", wanted) -> bool:
+    """True when the outputs of an earlier run form a complete set for ``--skip-existing``:
+    the sidecar exists and parses, and every output it lists and every output ``wanted`` now
+    (the label map among them unless only other types are asked for) exists."""
+    if not paths.sidecar.is_file():
+        return False
+    try:
+        listed = json.loads(paths.sidecar.read_text(encoding="utf-8")).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return False
+    folder = paths.labels.parent
+    names = set(listed) if isinstance(listed, list) else set()
+    names.update(Path(p).name for p in wanted)
+    return all((folder / str(n)).is_file() for n in names)
+
+
 def check_writable(paths, overwrite: bool) -> None:
     """Fail before any work when an output exists (without ``overwrite``) or has no folder.
 
@@ -113,6 +160,10 @@ def check_writable(paths, overwrite: bool) -> None:
         if p.exists() and not overwrite:
             raise UserError(f"{p}: already exists (use --overwrite to replace it)")
         if not p.parent.is_dir():
+            if p.parent.exists():  # a file where the folder should be: a file-system fault
+                import errno
+
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(p.parent))
             raise UserError(f"{p.parent}: output folder does not exist")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,8 +17,9 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, UserError
-from .outputs import (OutputPaths, check_writable, file_sha256, write_json, write_label_map,
-                      write_probabilities)
+from ..outputs.staging import OutputSet, check_free_space, remove_stale
+from .outputs import (OutputPaths, check_writable, estimate_output_bytes, file_sha256, write_json,
+                      write_label_map, write_probabilities)
 from .precision import resolve_precision
 from .hospital import HospitalOutputs
 
@@ -220,6 +220,9 @@ class Segmenter:
         hospital.check_image(image)
         for w in image.meta.get("warnings", []):
             warn(f"{input_path}: {w}")
+        check_free_space(paths.labels.parent, estimate_output_bytes(
+            image.shape, len(self.classes), probabilities=probabilities, statistics=statistics,
+            report=report), f"the outputs of {input_path.name}")
         reo = geometry.plan_reorientation(image.affine, image.shape)
         check = check_input(image, reo)
         log(f"{input_path}: {check.summary()}")
@@ -235,40 +238,45 @@ class Segmenter:
             if bar is not None:
                 bar.close()
 
-        with hospital.staged(overwrite) as pending:
-            written = self._write_outputs(image, seg, paths, hospital, pending, keep_largest,
-                                          probabilities, statistics, report, overwrite)
-            written += pending.commit()  # the hospital formats appear together, last
+        written = self._write_outputs(image, seg, paths, hospital, wanted, keep_largest,
+                                      probabilities, statistics, report, overwrite)
         return RunResult(input=input_path, outputs=written, seconds=time.perf_counter() - t0,
                          warnings=list(check.warnings) + list(image.meta.get("warnings", [])),
                          organs_found=self._organs_found(seg), timings=dict(seg.timings))
 
-    def _write_outputs(self, image, seg, paths, hospital, pending, keep_largest, probabilities,
-                       statistics, report, overwrite) -> list:
+    def _write_outputs(self, image, seg, paths: OutputPaths, hospital: HospitalOutputs,
+                       wanted: list[Path], keep_largest: bool, probabilities: bool,
+                       statistics: bool, report: bool, overwrite: bool) -> list[Path]:
+        """Stage and commit the outputs of one input as one unit: every file under a temporary
+        name, all renamed together only when every one was written (the label map last, the
+        sidecar when there is none); on a failure or a signal nothing is left behind."""
+        remove_stale(paths.labels.parent)  # temporaries of a run killed with SIGKILL
         classes = hospital.select(seg.labels, self.classes)  # --roi-subset: others -> background
-        hospital.write(pending, image, seg.labels, classes, self._provenance())
-        written = []
-        if hospital.nifti:
-            written.append(write_label_map(paths.labels, seg.labels, image, overwrite))
-        sidecar = self._sidecar(image, seg, keep_largest)
-        sidecar["labels"] = {str(i): n for i, n in classes.items()}
-        sidecar["settings"].update(hospital.settings())
-        written.append(write_json(paths.sidecar, sidecar, overwrite))
-        if probabilities:
-            written.append(write_probabilities(paths.probabilities, seg.probabilities, image, overwrite))
-            seg.probabilities = None
-        if statistics or report:
-            stats = self._statistics(image, seg, paths, sidecar, classes)
-            stats["label_map"] = stats["label_map"] if hospital.nifti else None
-        if statistics:
-            written.append(write_json(paths.statistics, stats, overwrite))
-        if report:
-            written.append(self._report(image, paths, overwrite, seg.labels if not hospital.nifti else None))
-        return written
+        last = paths.labels if hospital.nifti else paths.sidecar
+        with OutputSet(overwrite=overwrite, last=last) as out:
+            hospital.write(out, image, seg.labels, classes, self._provenance())
+            if hospital.nifti:
+                out.write(paths.labels, lambda tmp: write_label_map(tmp, seg.labels, image, False))
+            sidecar = self._sidecar(image, seg, keep_largest)
+            sidecar["labels"] = {str(i): n for i, n in classes.items()}
+            sidecar["settings"].update(hospital.settings())
+            sidecar["outputs"] = [p.name for p in wanted]
+            out.write(paths.sidecar, lambda tmp: write_json(tmp, sidecar, False))
+            if probabilities:
+                out.write(paths.probabilities,
+                          lambda tmp: write_probabilities(tmp, seg.probabilities, image, False))
+                seg.probabilities = None
+            if statistics or report:
+                stats = self._statistics(image, seg, paths, sidecar, classes)
+                stats["label_map"] = stats["label_map"] if hospital.nifti else None
+            if statistics:
+                out.write(paths.statistics, lambda tmp: write_json(tmp, stats, False))
+            if report:
+                self._report(image, paths, out, None if hospital.nifti else seg.labels)
+        return list(wanted)
 
     def _organs_found(self, seg) -> int:
         # torch counts uint8 directly; np.bincount makes an int64 copy of the volume
-        # (8 bytes a voxel: 0.4 s for 512x512x150 on first touch of the memory)
         counts = torch.from_numpy(seg.labels.ravel(order="K")).bincount(
             minlength=len(self.classes)).numpy()
         return int(np.count_nonzero(counts[1:len(self.classes)]))
@@ -324,41 +332,44 @@ class Segmenter:
                 "settings": sidecar["settings"], "input_check": sidecar["input_check"],
                 "organs": organs}
 
-    def _report(self, image, paths: OutputPaths, overwrite: bool, labels=None) -> Path:
+    def _report(self, image, paths: OutputPaths, out: OutputSet, labels=None) -> Path:
+        """The HTML report, read from the staged label map and sidecar under their final names
+        (hard links in a scratch folder: the report finds the sidecar by the label map's name).
+        ``labels``: the label volume when no NIfTI label map is among the outputs (then a
+        temporary one is written in the scratch folder)."""
         from ..report import write_scan_report
 
         prov = {"model": self.model_config.get("name"), "checkpoint": str(self.checkpoint_path),
                 "checkpoint_sha256": self.checkpoint_sha256}
         if self.package is not None:
             prov.update(model_card_provenance(self.package.provenance()))
-        src = Path(image.source)
-        if labels is not None:
-            # No NIfTI label map among the outputs: the report reads a temporary one (and the
-            # CT from NIfTI too when it came from DICOM), named from the sidecar's stem.
+        scratch = out.scratch_dir(paths.report.parent)
+        label_map = scratch / paths.labels.name
+        links = [(paths.sidecar, scratch / paths.sidecar.name)]
+        if labels is None:
+            links.append((paths.labels, label_map))
+        else:
             from ..data.io import write_nifti
 
-            with tempfile.TemporaryDirectory(dir=paths.report.parent, prefix=".segment_") as tmp:
-                lab = Path(tmp) / paths.labels.name
-                write_nifti(lab, labels, like=image, dtype=np.uint8)
-                Path(tmp, paths.sidecar.name).write_bytes(paths.sidecar.read_bytes())
-                ct = src
-                if src.is_dir():
-                    ct = Path(tmp) / "ct.nii.gz"
-                    write_nifti(ct, image.array, like=image)
-                    prov["ct_source"] = str(src)
-                write_scan_report(ct, lab, paths.report, provenance=prov, overwrite=overwrite)
-        elif src.is_dir():
+            write_nifti(label_map, labels, like=image, dtype=np.uint8)
+        for final, dst in links:
+            try:
+                os.link(out.staged(final), dst)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(out.staged(final), dst)
+        src = Path(image.source)
+        if src.is_dir():
             # The report reads image files, not DICOM folders: hand it a temporary NIfTI.
             from ..data.io import write_nifti
 
-            with tempfile.TemporaryDirectory(dir=paths.report.parent, prefix=".segment_") as tmp:
-                ct = Path(tmp) / "ct.nii.gz"
-                write_nifti(ct, image.array, like=image)
-                prov["ct_source"] = str(src)
-                write_scan_report(ct, paths.labels, paths.report, provenance=prov,
-                                  overwrite=overwrite)
-        else:
-            write_scan_report(src, paths.labels, paths.report, provenance=prov, overwrite=overwrite)
+            ct = scratch / "ct.nii.gz"
+            write_nifti(ct, image.array, like=image)
+            prov["ct_source"] = str(src)
+            src = ct
+        out.write(paths.report, lambda tmp: write_scan_report(src, label_map, tmp, provenance=prov,
+                                                             overwrite=False))
         return paths.report
 
 

@@ -12,7 +12,6 @@ through the same checks an install applies (:func:`.verify.verify_members`).
 """
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
