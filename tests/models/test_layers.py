@@ -1,11 +1,13 @@
-"""Shared layers: the channels-last GroupNorm fast path equals torch's GroupNorm."""
+"""Fast layers (transunet_app.fast_layers) against the plain ones: the channels-last GroupNorm
+equals torch's GroupNorm, the 15-bit dropout drops at rate p; the plain layers stay plain."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from transunet_app.models.layers import GroupNorm, channels_last_group_norm
+from transunet_app.fast_layers.group_norm import ChannelsLastGroupNorm as GroupNorm
+from transunet_app.fast_layers.group_norm import channels_last_group_norm
 
 
 def _norm(groups, channels, dtype, eps=1e-6):
@@ -88,7 +90,7 @@ def test_channels_last_group_norm_gradients_equal_torch_in_bf16():
 @pytest.mark.parametrize("p", [0.1, 0.5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_dropout_drops_at_rate_p_and_scales_the_rest(p, dtype):
-    from transunet_app.models.layers import dropout
+    from transunet_app.fast_layers.dropout import dropout
 
     torch.manual_seed(0)
     x = torch.rand(1000, 1001, dtype=dtype) + 1.0  # odd count: the last int64 is used in part
@@ -104,7 +106,7 @@ def test_dropout_drops_at_rate_p_and_scales_the_rest(p, dtype):
 
 
 def test_dropout_backward_uses_the_forward_mask():
-    from transunet_app.models.layers import dropout
+    from transunet_app.fast_layers.dropout import dropout
 
     torch.manual_seed(1)
     x = (torch.rand(64, 300, dtype=torch.float64) + 1.0).requires_grad_()
@@ -116,7 +118,7 @@ def test_dropout_backward_uses_the_forward_mask():
 
 
 def test_dropout_is_reproducible_from_the_seed_and_off_in_eval():
-    from transunet_app.models.layers import Dropout
+    from transunet_app.fast_layers.dropout import BitsDropout as Dropout
 
     layer = Dropout(0.1)
     x = torch.rand(8, 196, 64) + 1.0

@@ -46,7 +46,7 @@ def test_bench_train_reference_dropout_is_torch_and_can_be_switched_off():
     import torch
 
     from transunet_app.models import build_model
-    from transunet_app.models.layers import Dropout
+    from transunet_app.fast_layers.dropout import BitsDropout as Dropout
 
     spec = importlib.util.spec_from_file_location("bench_train", ROOT / "tools" / "bench_train.py")
     bench = importlib.util.module_from_spec(spec)
