@@ -37,7 +37,7 @@ What they do and why:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -245,11 +245,6 @@ def cast_outside_islands(model: nn.Module, dtype: torch.dtype, keep=None) -> nn.
     return model
 
 
-def _float32_bias(module: nn.Module, name: str) -> bool:
-    """Biases that oneDNN adds in float32 to the float32 accumulator of a bf16 layer."""
-    return name == "bias" and type(module) in (nn.Conv2d, nn.Linear)
-
-
 def _fused_layer(module: nn.Module, name: str) -> bool:
     return isinstance(module, (OneDNNConv2d, OneDNNLinear))
 
@@ -278,6 +273,8 @@ class PassContext:
         low_res_decoder: for bf16 with ``fuse``, convolve the decoder's upsampled inputs at
             low resolution (:mod:`.low_res_decoder`).
         stem: the stem's name once the float32 islands are made (set by a pass).
+        float32_biases: (layer, float32 bias) of the Conv2d/Linear layers the oneDNN pass
+            may take, kept aside by the cast for it (set by a pass).
     """
 
     device: torch.device
@@ -287,6 +284,7 @@ class PassContext:
     float32_modules: tuple = ()
     low_res_decoder: bool = True
     stem: str | None = None
+    float32_biases: list = field(default_factory=list)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -334,8 +332,13 @@ def _low_precision(model: nn.Module, ctx: PassContext) -> nn.Module:
                                modules=ctx.float32_modules)
     # Layers oneDNN takes over keep a float32 bias: a folded BatchNorm bias is the difference
     # of large terms (``beta - mean * s``), and its bf16 rounding shifts a whole channel (most
-    # of bf16's logit error on a trained model).
-    cast_outside_islands(model, ctx.dtype, keep=_float32_bias if ctx.fuse else None)
+    # of bf16's logit error on a trained model). Kept aside here, so that the model runs
+    # between the passes; the oneDNN pass gives them back to the layers it takes.
+    if ctx.fuse:
+        ctx.float32_biases = [(m, m.bias.detach().clone()) for m in model.modules()
+                              if type(m) in (nn.Conv2d, nn.Linear) and m.bias is not None
+                              and m.bias.dtype == torch.float32]
+    cast_outside_islands(model, ctx.dtype)
     model.input_dtype = torch.float32 if ctx.stem else ctx.dtype
     return model
 
@@ -360,6 +363,9 @@ def _attention_kernel(model: nn.Module, ctx: PassContext) -> nn.Module:
 
 def _onednn(model: nn.Module, ctx: PassContext) -> nn.Module:
     if ctx.fuse:
+        for layer, bias in ctx.float32_biases:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        ctx.float32_biases = []
         fuse_for_onednn(model, ctx.dtype)
         if ctx.low_precision:
             cast_outside_islands(model, ctx.dtype, keep=_fused_layer)  # layers oneDNN did not take
