@@ -14,6 +14,7 @@ from transunet_app.inference.pipeline import resolve_device
 from transunet_app.inference.precision import precision_warning, resolve_precision
 
 CPU = torch.device("cpu")
+_real_probe = capabilities._torch_sees_avx512
 
 SAPPHIRE_RAPIDS = "fpu avx2 fma avx512f avx512bw avx512vl avx512dq avx512_bf16 amx_bf16 amx_tile"
 ZEN5 = "fpu avx2 fma avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni avx_vnni"
@@ -28,6 +29,7 @@ def cpu(monkeypatch):
 
     def fake(flags: str):
         monkeypatch.setattr(capabilities, "_proc_cpu_flags", lambda: frozenset(flags.split()))
+        monkeypatch.setattr(capabilities, "_torch_sees_avx512", lambda: "avx512f" in flags)
 
     return fake
 
@@ -76,6 +78,16 @@ def test_portable_mode_answers_as_an_avx2_cpu(cpu, monkeypatch):
     assert resolve_precision("auto", CPU) == "fp32"
     monkeypatch.setenv(capabilities.PORTABLE_ENV, "0")
     assert capabilities.cpu_class() == "AVX512-BF16"
+
+
+def test_torch_probe_overrides_proc_cpuinfo(cpu, monkeypatch):
+    """qemu-user -cpu Haswell passes the host's /proc/cpuinfo through: torch's CPUID probe
+    (AVX2) wins, so no AVX-512 kernel is chosen."""
+    cpu(ZEN5)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(capabilities, "_torch_sees_avx512", _real_probe)
+    assert capabilities.cpu_class() == "AVX2"
+    assert not capabilities.c_kernels() and capabilities.bf16_hardware() == "none"
 
 
 def test_onednn_bf16_is_asked_of_torch(cpu, monkeypatch):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import time
 
@@ -102,8 +101,12 @@ def main() -> None:
     args = ap.parse_args()
     names = args.models or [n for n in list_models() if n != "tiny"]
     size = tuple(args.size)
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    from transunet_app import capabilities
+
+    print(f"# {capabilities.cpu_model()}, CPU class {capabilities.cpu_class()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, torch kernels "
+          f"{torch.backends.cpu.get_cpu_capability()}; "
+          + "; ".join(d.line() for d in capabilities.decisions()[:5]))
     print("# % of peak: median over rounds of achieved GFLOP/s / square-matmul peak measured "
           "right before each forward (same dtype); s/slice and GFLOP/s: best round\n")
     print("| model | params (M) | GFLOPs/slice | mode | batch | s/slice | GFLOP/s | peak GFLOP/s "

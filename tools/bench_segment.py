@@ -424,6 +424,7 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
                official: str | None = None) -> None:
     import nibabel as nib
 
+    from transunet_app import capabilities
     from transunet_app.inference.precision import bf16_hardware
 
     ct = work / f"ct512x{slices}.nii.gz"
@@ -484,6 +485,7 @@ def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, t
                                               "this project's R50-ViT-B_16"),
                         "shape": list(shape), "slices": slices, "batch_size": batch, "chunk": chunk,
                         "gflop_per_slice": flops / 1e9, "bf16_hardware": bf16_hardware(), "threads": threads,
+                        "cpu": f"{capabilities.cpu_model()} ({capabilities.cpu_class()})",
                         "wall_seconds": wall, "same_weights": weights,
                         "bf16_vs_fp32_voxel_agreement": float((labels["segment bf16"] ==
                                                                labels["segment fp32"]).mean()),
@@ -592,7 +594,8 @@ def print_tables(results: dict) -> None:
         s = results["speed"]
         print(f"\nSpeed: {'x'.join(map(str, s['shape']))} CT, R50-ViT-B_16 ({s['gflop_per_slice']:.1f} "
               f"GFLOP/slice), reference network: {s.get('reference_network')}, "
-              f"batch {s['batch_size']}, {s['threads']} threads, bf16 hardware: {s['bf16_hardware']}, "
+              f"batch {s['batch_size']}, {s['threads']} threads, CPU {s.get('cpu', '?')}, "
+              f"bf16 hardware: {s['bf16_hardware']}, "
               f"interleaved in chunks of {s['chunk']} slices ({s['wall_seconds']:.0f} s wall, "
               f"load average at the end {s['load_average'][0]:.1f}/{s['load_average'][1]:.1f}/"
               f"{s['load_average'][2]:.1f})\n")

@@ -73,10 +73,26 @@ def _proc_cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def _torch_sees_avx512() -> bool:
+    """Whether torch's own CPUID probe found usable AVX-512 (its kernels' capability).
+
+    ``/proc/cpuinfo`` can list more than a process may run: under an emulator (qemu-user
+    passes the host's file through) or with ``ATEN_CPU_CAPABILITY`` lowered, torch knows
+    better, so AVX-512 and AMX count only where torch agrees.
+    """
+    import torch
+
+    try:
+        return "AVX512" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:  # noqa: BLE001 (a torch without the probe: trust /proc/cpuinfo)
+        return True
+
+
 def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags; in portable mode without anything past AVX2/FMA."""
+    """This CPU's feature flags (``/proc/cpuinfo``), without anything past AVX2/FMA in
+    portable mode or where torch's own probe sees no AVX-512."""
     flags = _proc_cpu_flags()
-    if portable():
+    if portable() or not _torch_sees_avx512():
         flags = frozenset(f for f in flags if not f.startswith(_BEYOND_AVX2))
     return flags
 

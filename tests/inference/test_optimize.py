@@ -123,7 +123,7 @@ def test_bf16_model_runs_stem_biases_and_head_in_float32(name):
     fused_bias = {id(m.bias) for m in fused if m.bias is not None}
     # a low-resolution decoder block adds its (folded) bias in float32 inside its kernel
     fused_bias |= {id(m.bias) for m in b16.modules() if isinstance(m, LowResolutionUpConvBlock)}
-    if onednn_available():
+    if onednn_available(torch.bfloat16):
         assert fused and all(m.weight.dtype == torch.bfloat16 for m in fused)
         assert fused_bias and all(m.bias.dtype == torch.float32 for m in fused if m.bias is not None)
     rest = [t for t in list(b16.parameters()) + list(b16.buffers())
@@ -159,7 +159,7 @@ class _Wrapper(nn.Module):
         return self.decoder(x)
 
 
-@pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+@pytest.mark.skipif(not onednn_available(torch.bfloat16), reason="oneDNN has no bf16 path on this CPU")
 def test_float32_bias_keeps_a_cancelling_folded_bias_exact():
     """conv -> BatchNorm with a large running mean folds into a conv whose output is the
     difference of two large terms; a bf16 bias would shift the whole channel by up to half a

@@ -49,7 +49,7 @@ from ..fast_layers.group_norm import use_channels_last_group_norm
 from ..models.layers import DepthwiseConv2d
 from .fused_resnet import fuse_resnet_group_norms
 from .low_res_decoder import lower_decoder_upsampling
-from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn
+from .onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn, onednn_available
 from .precision import torch_dtype
 
 #: Convolutions whose forward is ``conv(x, weight, bias)``, so a folded bias is honoured.
@@ -295,11 +295,15 @@ class PassContext:
         return self.precision != "fp32"
 
 
-def make_context(device: torch.device, precision: str, fuse: bool = True,
+def make_context(device: torch.device, precision: str, fuse: bool | None = None,
                  float32_stem: bool = True, float32_modules=(),
                  low_res_decoder: bool = True) -> PassContext:
-    """The :class:`PassContext` for ``precision`` on ``device``, ``fuse`` resolved for this CPU."""
-    fuse = fuse and device.type == "cpu" and bool(fuse_on_this_cpu(precision))
+    """The :class:`PassContext` for ``precision`` on ``device``, ``fuse`` resolved as
+    :func:`prepare_for_inference` documents it (None: :func:`fuse_on_this_cpu`)."""
+    if fuse is None:
+        fuse = bool(fuse_on_this_cpu(precision))
+    fuse = fuse and device.type == "cpu" and precision in ("bf16", "fp32") \
+        and onednn_available(torch_dtype(precision))
     return PassContext(device, precision, fuse, float32_stem, tuple(float32_modules),
                        low_res_decoder)
 
@@ -407,7 +411,7 @@ def run_passes(model: nn.Module, ctx: PassContext, passes=PASSES) -> nn.Module:
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, precision: str,
-                          copy_model: bool = False, fuse: bool = True, float32_stem: bool = True,
+                          copy_model: bool = False, fuse: bool | None = None, float32_stem: bool = True,
                           float32_modules=(), low_res_decoder: bool = True) -> nn.Module:
     """An eval-mode, folded, channels_last model on ``device`` in the resolved ``precision``.
 
@@ -417,8 +421,9 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
         precision: "fp32", "bf16" or "fp16" (already resolved).
         copy_model: work on a deep copy and leave ``model`` untouched.
         fuse: for bf16 and fp32 on CPU, swap layers for pre-packed fused oneDNN ones
-            (:mod:`transunet_app.inference.onednn`) where :func:`fuse_on_this_cpu` says it
-            is supported and faster on this CPU.
+            (:mod:`transunet_app.inference.onednn`). None (default): where
+            :func:`fuse_on_this_cpu` says it is supported and faster on this CPU; True: wherever
+            torch's oneDNN can run the dtype (tests, measurements); False: never.
         float32_stem: for bf16/fp16, run the stem in float32 (see the module notes).
         float32_modules: for bf16/fp16, further modules to run in float32 by name (e.g.
             ``"decoder.blocks.3"``; for measurements, see tools/check_bf16_agreement.py).
