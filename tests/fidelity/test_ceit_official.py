@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from .float64_depthwise import float64
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 from transunet_app.testing import golden
@@ -50,7 +51,7 @@ def tiny(tmp_path_factory):
     from it."""
     g = golden.load_golden(GOLDEN / "ceit_t.npz")
     path = _write_official(tmp_path_factory.mktemp("ceit") / "ceit_tiny.pth", g)
-    encoder = build_encoder("CeiT-T", include_lca=True).double()
+    encoder = float64(build_encoder("CeiT-T", include_lca=True))
     report = load_pretrained(encoder, path)
     assert report.format == "official CeiT"
     assert set(report.skipped) == {"head.weight", "head.bias"} and not report.missing
@@ -86,7 +87,7 @@ def test_position_embeddings_resized_like_official_finetuning(tmp_path):
     """A 224 release into a 256 encoder: the grid part of pos_embed is resized bicubically,
     as the official fine-tuning code does, and the tokens match the official model at 256."""
     g = golden.load_golden(GOLDEN / "ceit_t_resize.npz")
-    encoder = build_encoder("CeiT-T", img_size=256).double()
+    encoder = float64(build_encoder("CeiT-T", img_size=256))
     report = load_pretrained(encoder, _write_official(tmp_path / "c.pth", g, wrap=False))
     assert report.resized == {"pos_embed": ((1, 197, 192), (1, 257, 192))}
     errors = _compare(encoder, g)
@@ -97,7 +98,7 @@ def test_position_embeddings_resized_like_official_finetuning(tmp_path):
 @pytest.mark.parametrize("case,name", [("ceit_s", "CeiT-S"), ("ceit_b", "CeiT-B")])
 def test_other_variants_float64(tmp_path, case, name):
     g = golden.load_golden(GOLDEN / f"{case}.npz")
-    encoder = build_encoder(name, include_lca=True).double()
+    encoder = float64(build_encoder(name, include_lca=True))
     load_pretrained(encoder, _write_official(tmp_path / "c.pth", g))
     errors = _compare(encoder, g)
     assert max(errors.values()) <= 1e-10, errors

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from .float64_depthwise import float64
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 from transunet_app.models.encoders.cvt import LayerNorm
@@ -66,7 +67,7 @@ def small(tmp_path_factory):
     loaded from it."""
     g = golden.load_golden(GOLDEN / "cvt_13_small.npz")
     path = _write_official(tmp_path_factory.mktemp("cvt"), g)
-    encoder = _check(g, build_encoder("CvT-13").double(), path, False, contract=True)
+    encoder = _check(g, float64(build_encoder("CvT-13")), path, False, contract=True)
     return g, path, encoder
 
 
@@ -81,7 +82,7 @@ def test_official_training_checkpoint_into_full_model_float64(small, tmp_path):
     wrapped = tmp_path / "checkpoint.pth"  # lib/utils/utils.py save_checkpoint_on_master
     torch.save({"epoch": 300, "model": "cls_cvt", "perf": 81.6,
                 "state_dict": torch.load(path, weights_only=True)}, wrapped)
-    model = build_model("CvT-13", 9).double()
+    model = float64(build_model("CvT-13", 9))
     _check(g, model, wrapped, True)
 
 
@@ -93,7 +94,7 @@ def test_official_training_checkpoint_into_full_model_float64(small, tmp_path):
 ])
 def test_official_stage_outputs_float64_all_variants(tmp_path, case, name, wrap, full_model):
     g = golden.load_golden(GOLDEN / f"{case}.npz")
-    target = (build_model(name, 9) if full_model else build_encoder(name)).double()
+    target = float64(build_model(name, 9) if full_model else build_encoder(name))
     _check(g, target, _write_official(tmp_path, g, wrap), full_model)
 
 

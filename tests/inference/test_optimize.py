@@ -211,3 +211,54 @@ def test_predictor_feeds_float32_to_a_float32_stem_and_leaves_the_volume_alone()
     assert x.dtype == torch.float32 and float(x.min()) == 0.0 and float(x.max()) == 1.0
     np.testing.assert_array_equal(slab, before)  # float32 input shares memory: not clamped in place
     assert pred.predict(slab).labels.shape == (3, 20, 24)
+
+
+# --------------------------------------------------------------------------- the passes
+
+
+def test_passes_are_an_ordered_list_of_named_functions():
+    from transunet_app.inference.optimize import PASSES
+
+    names = [name for name, _ in PASSES]
+    assert names == ["fold_weight_standardization", "fold_batch_norm", "place", "low_precision",
+                     "channels_last", "channels_last_group_norm", "attention_kernel", "onednn",
+                     "low_res_decoder", "fused_resnet_group_norm"]
+    assert all(callable(fn) for _, fn in PASSES)
+
+
+@pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("bf16", 2e-2)])
+@pytest.mark.parametrize("name", ["tiny", "CvT-13"])
+def test_each_pass_keeps_the_model_output(name, precision, tol):
+    """The passes run one at a time: after every one of them the model still computes the
+    trained model (float32 reference) to the precision's tolerance."""
+    import copy
+
+    from transunet_app.inference.optimize import PASSES, make_context, run_passes
+
+    model = _model(name)
+    x = _input()
+    with torch.no_grad():
+        ref = model(x)
+    ctx = make_context(CPU, precision)
+    net = copy.deepcopy(model)
+    for pass_name, fn in PASSES:
+        net = run_passes(net, ctx, [(pass_name, fn)])
+        dtype = getattr(net, "input_dtype", torch.float32)
+        with torch.inference_mode():
+            y = net(x.to(dtype).contiguous(memory_format=torch.channels_last))
+        assert y.shape == ref.shape
+        assert _rel(y.float(), ref) < tol, (pass_name, _rel(y.float(), ref))
+
+
+def test_every_registered_encoder_declares_its_stem():
+    """A declared stem names a convolution over the encoder's input channels (the test above
+    checks for one model per family that it is what the input meets first)."""
+    from transunet_app.models import list_models
+
+    for name in list_models():
+        with torch.device("meta"):
+            model = build_model(name, 9)
+        stem = find_stem(model)
+        assert stem is not None, name
+        conv = model.get_submodule(stem)
+        assert isinstance(conv, nn.Conv2d) and conv.in_channels == model.encoder.in_channels, name

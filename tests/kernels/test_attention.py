@@ -228,6 +228,7 @@ def test_bf16_inference_models_run_the_kernel(kernel, monkeypatch, name):
     projection's (B, N, C) input) and gives SDPA's result to bf16 rounding; float32 and
     autograd keep their paths."""
     from transunet_app.inference.optimize import prepare_for_inference
+    from transunet_app.fast_layers import attention as fast_attention
     from transunet_app.models import build_model, layers
 
     torch.manual_seed(0)
@@ -241,7 +242,7 @@ def test_bf16_inference_models_run_the_kernel(kernel, monkeypatch, name):
         calls.append((q.dtype, out is not None and fa._kernel_takes(q, k, v, out)))
         return fa.attention(q, k, v, scale=scale, out=out)
 
-    monkeypatch.setattr(layers, "fast_attention", counted)
+    monkeypatch.setattr(fast_attention, "kernel_attention", counted)
     with torch.inference_mode():
         fast = net(x.to(net.input_dtype)).double()
     n_blocks = sum(1 for m in net.modules() if isinstance(m, layers.Attention))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from transunet_app.models import build_encoder, build_model, list_models
-from transunet_app.models.encoders.ceit import LeFF, resize_grid_pos_embed
+from transunet_app.models.encoders.ceit import LeFF
+from transunet_app.models.layers import resample_abs_pos_embed
 
 from .encoder_checks import check_full_model_bf16, parameters_without_gradient
 
@@ -63,7 +64,9 @@ def test_position_embeddings_interpolated_on_the_fly():
     a = build_encoder("CeiT-T", **SMALL).eval()
     b = build_encoder("CeiT-T", img_size=(160, 192), **SMALL).eval()
     state = a.state_dict()
-    state["pos_embed"] = resize_grid_pos_embed(state["pos_embed"], (14, 14), (10, 12))
+    state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], (10, 12), (14, 14),
+                                                num_prefix_tokens=1, mode="bicubic",
+                                                align_corners=False)
     b.load_state_dict(state)
     assert b.pos_embed.shape == (1, 1 + 120, 192)
     assert torch.equal(b.pos_embed[:, 0], a.pos_embed[:, 0])

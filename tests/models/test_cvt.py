@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from transunet_app.models import build_encoder, build_model, list_models
-from transunet_app.models.layers import DepthwiseConv2d
+from ..fidelity.float64_depthwise import Float64DepthwiseConv2d, float64
 
 from .encoder_checks import check_full_model_bf16, parameters_without_gradient
 
@@ -74,7 +74,7 @@ def test_attention_maps():
 def test_attention_paths_agree():
     """The explicit-softmax path (return_attention) and the fused SDPA path give the same
     features."""
-    enc = build_encoder("CvT-13", **SMALL).eval().double()
+    enc = float64(build_encoder("CvT-13", **SMALL).eval())
     x = torch.randn(1, 3, 64, 80, dtype=torch.float64)
     with torch.no_grad():
         a, b = enc(x).bottleneck, enc(x, return_attention=True).bottleneck
@@ -89,7 +89,7 @@ def test_every_parameter_gets_a_gradient():
 def test_depthwise_float64_path_matches_conv2d():
     torch.manual_seed(0)
     for stride, padding, bias in ((1, 1, True), (2, 1, False), (2, 0, True)):
-        conv = DepthwiseConv2d(6, 3, stride, padding, bias).double()
+        conv = Float64DepthwiseConv2d(6, 3, stride, padding, bias).double()
         x = torch.randn(2, 6, 9, 12, dtype=torch.float64)
         ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride, padding, 1, 6)
         assert torch.allclose(conv(x), ref, rtol=0, atol=1e-13)

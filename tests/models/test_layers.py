@@ -1,11 +1,13 @@
-"""Shared layers: the channels-last GroupNorm fast path equals torch's GroupNorm."""
+"""Fast layers (transunet_app.fast_layers) against the plain ones: the channels-last GroupNorm
+equals torch's GroupNorm, the 15-bit dropout drops at rate p; the plain layers stay plain."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from transunet_app.models.layers import GroupNorm, channels_last_group_norm
+from transunet_app.fast_layers.group_norm import ChannelsLastGroupNorm as GroupNorm
+from transunet_app.fast_layers.group_norm import channels_last_group_norm
 
 
 def _norm(groups, channels, dtype, eps=1e-6):
@@ -88,7 +90,7 @@ def test_channels_last_group_norm_gradients_equal_torch_in_bf16():
 @pytest.mark.parametrize("p", [0.1, 0.5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_dropout_drops_at_rate_p_and_scales_the_rest(p, dtype):
-    from transunet_app.models.layers import dropout
+    from transunet_app.fast_layers.dropout import dropout
 
     torch.manual_seed(0)
     x = torch.rand(1000, 1001, dtype=dtype) + 1.0  # odd count: the last int64 is used in part
@@ -104,7 +106,7 @@ def test_dropout_drops_at_rate_p_and_scales_the_rest(p, dtype):
 
 
 def test_dropout_backward_uses_the_forward_mask():
-    from transunet_app.models.layers import dropout
+    from transunet_app.fast_layers.dropout import dropout
 
     torch.manual_seed(1)
     x = (torch.rand(64, 300, dtype=torch.float64) + 1.0).requires_grad_()
@@ -116,7 +118,7 @@ def test_dropout_backward_uses_the_forward_mask():
 
 
 def test_dropout_is_reproducible_from_the_seed_and_off_in_eval():
-    from transunet_app.models.layers import Dropout
+    from transunet_app.fast_layers.dropout import BitsDropout as Dropout
 
     layer = Dropout(0.1)
     x = torch.rand(8, 196, 64) + 1.0
@@ -142,3 +144,85 @@ def test_transunet_vit_drops_attention_output_with_the_attention_rate():
     for block in vit:
         assert block.attn.proj_drop.p == 0.0
         assert block.mlp.drop.p == 0.1
+
+
+# --------------------------------------------------------------------------- plain vs fast
+
+
+def test_plain_model_has_plain_layers_and_runs_without_kernels(monkeypatch):
+    """build_model() gives torch's own layers; its forward never loads a C kernel."""
+    from transunet_app.kernels import native
+    from transunet_app.models import build_model
+
+    def refuse(*a, **k):
+        raise AssertionError("a plain forward tried to load a C kernel")
+
+    monkeypatch.setattr(native, "load", refuse)
+    model = build_model("tiny", 9, img_size=64)
+    fast_modules = [type(m).__module__ for m in model.modules()
+                    if type(m).__module__.startswith("transunet_app.fast_layers")]
+    assert not fast_modules
+    assert any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert any(type(m) is torch.nn.GroupNorm for m in model.modules())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        model.eval()(x.bfloat16().float())
+        model.eval().bfloat16()(x.bfloat16().contiguous(memory_format=torch.channels_last))
+
+
+def test_training_fast_paths_keep_parameters_and_state_dict_keys():
+    from transunet_app.fast_layers import use_training_fast_paths
+    from transunet_app.fast_layers.attention import DispatchAttention
+    from transunet_app.fast_layers.dropout import BitsDropout
+    from transunet_app.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", 9, img_size=64)
+    params = {n: p for n, p in model.named_parameters()}
+    keys = list(model.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        before = model.eval()(x)
+    counts = use_training_fast_paths(model)
+    assert all(counts.values()), counts
+    assert list(model.state_dict()) == keys
+    assert all(p is params[n] for n, p in model.named_parameters())
+    assert any(type(m) is BitsDropout for m in model.modules())
+    assert any(type(m) is DispatchAttention for m in model.modules())
+    with torch.no_grad():
+        after = model.eval()(x)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert use_training_fast_paths(model) == {k: 0 for k in counts}  # already swapped
+
+
+def test_trainer_switches_on_the_fast_layers():
+    """The one visible place: the Trainer's model carries the fast layers."""
+    import inspect
+
+    from transunet_app.engine import trainer
+
+    assert "use_training_fast_paths(model)" in inspect.getsource(trainer.Trainer.__init__)
+
+
+# --------------------------------------------------------------------------- pos embeddings
+
+
+def test_resample_abs_pos_embed_keeps_prefix_and_matches_interpolate():
+    from transunet_app.models.layers import resample_abs_pos_embed
+
+    torch.manual_seed(0)
+    pos = torch.randn(1, 1 + 4 * 6, 8, dtype=torch.float64)
+    assert resample_abs_pos_embed(pos, (4, 6), (4, 6), num_prefix_tokens=1) is pos
+    out = resample_abs_pos_embed(pos, (8, 3), (4, 6), num_prefix_tokens=1, mode="bicubic",
+                                 align_corners=False)
+    assert out.shape == (1, 1 + 24, 8) and out.dtype == torch.float64
+    assert torch.equal(out[:, :1], pos[:, :1])
+    grid = pos[:, 1:].reshape(1, 4, 6, 8).permute(0, 3, 1, 2)
+    ref = F.interpolate(grid, size=(8, 3), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(out[:, 1:], ref.permute(0, 2, 3, 1).reshape(1, 24, 8))
+    # a square grid is inferred; corners of an aligned bilinear resize are the old corners
+    sq = torch.randn(1, 9, 4)
+    big = resample_abs_pos_embed(sq, (5, 5))
+    torch.testing.assert_close(big[0, [0, 4, 20, 24]], sq[0, [0, 2, 6, 8]])
+    with pytest.raises(ValueError, match="square grid"):
+        resample_abs_pos_embed(torch.randn(1, 10, 4), (4, 4))

@@ -2,9 +2,9 @@
 
 The ONNX parity test is the one that fails on the wrong export path: the trained checkpoint
 holds channels-last weights and the exporter gets a frozen (no-gradient) model, the two
-conditions under which the layers' fast paths (Attention's no-grad ``out=`` buffer write,
-GroupNorm's channels-last autograd Function) are exported as ONNX Constants (logits 0.12-0.42
-relative to eager before ``plain_paths``).
+conditions under which the former fast paths inside the layers (Attention's no-grad ``out=``
+buffer write, GroupNorm's channels-last autograd Function) were exported as ONNX Constants
+(logits 0.12-0.42 relative to eager); the plain layers must export exactly.
 """
 from __future__ import annotations
 
@@ -119,14 +119,13 @@ def test_export_refusals(cli, tiny_ckpt, tmp_path, home):
     assert code == 2 and "already exists" in err and existing.read_bytes() == b"keep"
 
 
-def test_export_leaves_the_model_and_layers_as_they_were(tiny_ckpt):
-    """plain_paths() restores requires_grad flags and GroupNorm's switch after exporting."""
-    from transunet_app.models import layers
+def test_export_leaves_the_model_as_it_was_and_plain(tiny_ckpt):
+    """Export traces the plain model: no fast layer swapped in, gradients flags untouched."""
     from transunet_app.packages.export import load_source
     from transunet_app.packages.export.torchscript import trace
 
-    switch = getattr(layers, "_use_channels_last_group_norm", None)
     src = load_source(tiny_ckpt)
     trace(src.model, src.example())
     assert not any(p.requires_grad for p in src.model.parameters())
-    assert getattr(layers, "_use_channels_last_group_norm", None) is switch
+    assert not any(type(m).__module__.startswith("transunet_app.fast_layers")
+                   for m in src.model.modules())

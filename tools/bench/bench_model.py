@@ -20,6 +20,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from transunet_app.fast_layers import use_training_fast_paths
 from transunet_app.inference.optimize import prepare_for_inference
 from transunet_app.models import build_model, count_parameters, list_models
 
@@ -114,6 +115,7 @@ def main() -> None:
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for name in names:
         model = build_model(name, 9, img_size=size).eval().to(memory_format=torch.channels_last)
+        use_training_fast_paths(model)  # the training-time model, as the Trainer runs it
         gflops = forward_flops(model, size) / 1e9
         params = count_parameters(model) / 1e6
         for mode in args.modes:

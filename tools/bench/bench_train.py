@@ -19,7 +19,7 @@ initial weights, so their losses can be compared batch by batch: fp32 must agree
 reference to float rounding, bf16 within a tolerance. samples/s = batch / (load + step).
 
 Dropout: the reference uses torch's ``nn.Dropout`` (as the official model), the engine this
-package's cheaper CPU dropout (``models.layers.dropout``), so their masks differ. The first
+package's cheaper CPU dropout (``fast_layers.dropout``), so their masks differ. The first
 ``--agree-iterations`` therefore run with every dropout off (same weights, same batch: equal
 losses expected); the timed iterations that follow run the recipe as it is, dropout 0.1 on.
 
@@ -174,7 +174,7 @@ def make_slices(out: Path, n: int = 24, size: int = 512) -> list[str]:
 
 def torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
     """Swap this package's dropout layers for ``torch.nn.Dropout`` (the official model's)."""
-    from transunet_app.models.layers import Dropout
+    from transunet_app.fast_layers.dropout import BitsDropout as Dropout
 
     for parent in list(model.modules()):
         for name, child in parent.named_children():
@@ -198,10 +198,13 @@ def check_dropout() -> int:
     """``--check-dropout``: the reference's dropout on the tiny model is torch's ``nn.Dropout``
     (none of this package's left), :func:`set_dropout` makes the forward deterministic and
     restores every rate. Exit code 0 when all holds, 1 with the reason on stderr otherwise."""
+    from transunet_app.fast_layers import use_training_fast_paths
+    from transunet_app.fast_layers.dropout import BitsDropout as Dropout
     from transunet_app.models import build_model
-    from transunet_app.models.layers import Dropout
 
-    model = torch_dropout(build_model("tiny", 9, img_size=32)).train()
+    model = build_model("tiny", 9, img_size=32)
+    use_training_fast_paths(model)  # as the Trainer builds it: this package's dropout in
+    model = torch_dropout(model).train()
     drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     rates = [m.p for m in drops]
     x = torch.rand(2, 1, 32, 32)
@@ -272,6 +275,7 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
     from transunet_app.engine.data import AugmentedSlices, ResumableSampler, make_loader
     from transunet_app.engine.losses import DiceCELoss
     from transunet_app.engine.schedule import build_optimizer, build_scheduler
+    from transunet_app.fast_layers import use_training_fast_paths
     from transunet_app.models import build_model
 
     if official:
@@ -322,6 +326,7 @@ def build_loops(data_root: Path, names: list[str], batch: int, img_size: int, ma
         sampler = ResumableSampler(len(ds), seed=1234)
         loader = make_loader(ds, sampler, batch, num_workers=0)
         model = build_model("R50-ViT-B_16", 9, img_size=img_size)
+        use_training_fast_paths(model)  # as the Trainer does
         model.load_state_dict(init)
         model.train()
         cl = amp is not None

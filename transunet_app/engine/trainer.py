@@ -103,6 +103,7 @@ class Trainer:
     def __init__(self, config: Config, output_dir: str | os.PathLike, resume: bool = False):
         from ..data.datasets import SynapseSlices, SynapseVolumes
         from ..data.transforms import SliceAugment
+        from ..fast_layers import use_training_fast_paths
         from ..models import build_model, load_pretrained
 
         self.cfg = config
@@ -162,6 +163,9 @@ class Trainer:
                 model = build_model(m.name, k, img_size=config.data.img_size, **m.overrides)
             except (TypeError, ValueError) as exc:
                 raise UserError(f"model: cannot build {m.name!r}: {exc}") from None
+            # The one place training switches on the fast layers (15-bit dropout, channels-last
+            # GroupNorm with its own backward, explicit attention products): same parameters.
+            use_training_fast_paths(model)
             self.pretrained_report = None
             if m.pretrained and not resume:
                 try:

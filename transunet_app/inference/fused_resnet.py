@@ -41,20 +41,30 @@ class GroupNormReLU(nn.Module):
 
 class FusedBottleneck(nn.Module):
     """A prepared :class:`~transunet_app.models.encoders.resnet_v2.PreActBottleneck` whose
-    GroupNorms carry the following addition and ReLU. Same submodules and forward result."""
+    GroupNorms carry the following addition and ReLU. Same submodules (from the unit's
+    ``branch()`` and ``projection()``) and forward result."""
 
     def __init__(self, unit: PreActBottleneck):
         super().__init__()
-        for name in ("conv1", "gn1", "conv2", "gn2", "conv3", "gn3", "downsample"):
-            setattr(self, name, getattr(unit, name))
-        if unit.downsample is not None:
-            self.gn_proj = unit.gn_proj
+        convs, norms = zip(*unit.branch())
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        projection = unit.projection()
+        self.projection = None if projection is None else nn.ModuleList(projection)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else _norm(self.gn_proj, self.downsample(x))
-        y = _norm(self.gn1, self.conv1(x), relu=True)
-        y = _norm(self.gn2, self.conv2(y), relu=True)
-        return _norm(self.gn3, self.conv3(y), residual=residual, relu=True)
+        if self.projection is None:
+            residual = x
+        else:
+            conv, norm = self.projection
+            residual = _norm(norm, conv(x))
+        y = x
+        last = len(self.convs) - 1
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if i < last:
+                y = _norm(norm, conv(y), relu=True)
+            else:
+                y = _norm(norm, conv(y), residual=residual, relu=True)
+        return y
 
 
 def fuse_resnet_group_norms(model: nn.Module) -> int:
@@ -64,13 +74,14 @@ def fuse_resnet_group_norms(model: nn.Module) -> int:
         return 0
     count = 0
     for trunk in [m for m in model.modules() if isinstance(m, ResNetV2)]:
-        root = trunk.root
-        if isinstance(getattr(root, "gn", None), nn.GroupNorm) and isinstance(root.relu, nn.ReLU):
-            root.gn, root.relu = GroupNormReLU(root.gn), nn.Identity()
+        gn_name, relu_name = trunk.root_norm_relu
+        gn, relu = getattr(trunk.root, gn_name, None), getattr(trunk.root, relu_name, None)
+        if isinstance(gn, nn.GroupNorm) and isinstance(relu, nn.ReLU):
+            setattr(trunk.root, gn_name, GroupNormReLU(gn))
+            setattr(trunk.root, relu_name, nn.Identity())
             count += 1
-        for stage in trunk.body:
-            for name, unit in list(stage.named_children()):
-                if type(unit) is PreActBottleneck:
-                    setattr(stage, name, FusedBottleneck(unit))
-                    count += 1
+        for stage, name, unit in trunk.units():
+            if type(unit) is PreActBottleneck:
+                setattr(stage, name, FusedBottleneck(unit))
+                count += 1
     return count

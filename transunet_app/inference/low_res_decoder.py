@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..kernels.upsampled_taps import kernel_available, upsampled_taps
-from ..models.decoder import DecoderBlock, DecoderCup
+from ..models.decoder import Conv2dReLU, DecoderBlock, DecoderCup
 from .onednn import OneDNNConv2d
 
 
@@ -27,15 +27,15 @@ class LowResolutionUpConvBlock(nn.Module):
     """A prepared :class:`~transunet_app.models.decoder.DecoderBlock` computed as above.
 
     Args:
-        block: a bf16 block whose ``conv1`` is a fused oneDNN 3x3 convolution with ReLU
-            (BatchNorm folded) and ``conv2`` anything.
+        block: a bf16 block whose ``upsampled_unit`` is a fused oneDNN 3x3 convolution with
+            ReLU (BatchNorm folded) and ``output_unit`` anything.
 
     Forward: (B, Cin, h, w) [+ skip (B, Cs, 2h, 2w)] -> (B, Cout, 2h, 2w), as the block.
     """
 
     def __init__(self, block: DecoderBlock):
         super().__init__()
-        conv = block.conv1[0]
+        conv = block.upsampled_unit.conv
         w = conv.weight  # (Cout, Cup + Cs, 3, 3) bf16, channels-last
         cout = w.shape[0]
         self.skip_channels = block.skip_channels
@@ -48,7 +48,7 @@ class LowResolutionUpConvBlock(nn.Module):
         self.register_buffer("bias", conv.bias, persistent=False)
         self.register_buffer("skip_weight", w[:, up_channels:].contiguous(
             memory_format=torch.channels_last) if self.skip_channels else None, persistent=False)
-        self.conv2 = block.conv2
+        self.conv2 = block.output_unit
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -65,10 +65,10 @@ class LowResolutionUpConvBlock(nn.Module):
 
 
 def _convertible(block: nn.Module) -> bool:
-    if type(block) is not DecoderBlock or not isinstance(block.conv1, nn.Sequential):
+    if type(block) is not DecoderBlock or not isinstance(block.upsampled_unit, Conv2dReLU):
         return False
-    conv = block.conv1[0]
-    rest_identity = all(isinstance(m, nn.Identity) for m in list(block.conv1)[1:])
+    conv = block.upsampled_unit.conv
+    rest_identity = all(isinstance(m, nn.Identity) for m in block.upsampled_unit.after_conv())
     return (isinstance(conv, OneDNNConv2d) and conv.attr == "relu" and rest_identity
             and conv.weight.dtype == torch.bfloat16 and tuple(conv.weight.shape[-2:]) == (3, 3)
             and conv.padding == [1, 1] and conv.stride == [1, 1] and conv.dilation == [1, 1]

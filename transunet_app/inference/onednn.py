@@ -68,8 +68,8 @@ class OneDNNConv2d(nn.Module):
         self.attr, self.algorithm = attr, algorithm
         self.out_channels = conv.out_channels
         # The weight stays a plain channels-last tensor: oneDNN's pre-packed convolution
-        # layout, chosen without the input size, was 12x slower for some shapes (a 1x1
-        # 3072 -> 768 conv on 14x14 maps: 200 ms instead of 16 ms at batch 8).
+        # layout, chosen without the input size, was many times slower for some shapes
+        # (BENCHMARKS.md, "Layer measurements").
         self.register_buffer("weight", conv.weight.detach().contiguous(
             memory_format=torch.channels_last), persistent=False)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach(),
@@ -77,8 +77,8 @@ class OneDNNConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The weight is channels-last: an NCHW input (e.g. tokens viewed as a map) would make
-        # oneDNN reorder on every call (measured 187 ms instead of ~10 ms for a
-        # 1x1 conv on (8, 3072, 14, 14)); one copy to channels-last is far cheaper.
+        # oneDNN reorder on every call (BENCHMARKS.md, "Layer measurements"); one copy to
+        # channels-last is far cheaper.
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise(
             x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
@@ -154,8 +154,8 @@ def fuse_for_onednn(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> in
     of layers replaced (0 when not applicable: layers of other dtypes and devices are left
     alone).
 
-    Only exact ``nn.Linear`` / ``nn.Conv2d`` types are replaced (subclasses with their own
-    forward, such as float64-safe depthwise convolutions, are left alone). Activations are fused
+    Only exact ``nn.Linear`` / ``nn.Conv2d`` types are replaced (subclasses such as
+    :class:`~transunet_app.models.layers.DepthwiseConv2d` stay with torch). Activations are fused
     after a layer in a plain ``nn.Sequential`` and after ``fc1`` in
     :class:`transunet_app.models.layers.Mlp`.
     """

@@ -1,5 +1,10 @@
 """Turn a trained model into an inference model: same outputs, less work per slice.
 
+:func:`prepare_for_inference` runs :data:`PASSES`, an ordered list of named passes
+``(model, ctx) -> model``; each decides for itself whether it applies (precision, device,
+:mod:`transunet_app.capabilities`), so a test can run them one at a time (:func:`run_passes`).
+What they do and why:
+
 * Weight-standardised convolutions (ResNetV2 ``StdConv2d``) recompute mean/variance of their
   weights on every call; at inference the weights are fixed, so they are standardised once
   and the layer becomes a plain ``Conv2d`` (identical up to float rounding).
@@ -32,12 +37,15 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import fuse_conv_bn_weights
 
 from .. import capabilities
+from ..fast_layers.attention import use_attention_dispatch
+from ..fast_layers.group_norm import use_channels_last_group_norm
 from ..models.layers import DepthwiseConv2d
 from .fused_resnet import fuse_resnet_group_norms
 from .low_res_decoder import lower_decoder_upsampling
@@ -177,20 +185,13 @@ class GreyStemConv(nn.Module):
 
 
 def find_stem(model: nn.Module) -> str | None:
-    """Name of the convolution that first sees the model input: the encoder's first ``Conv2d``
-    over its input channels (R50's ``root.conv``, a ViT's ``patch_embed``, ...), or None.
-
-    Registration order is forward order for every registered encoder (each builds its stem
-    first; tests/inference/test_optimize.py checks that the stem sees the model input).
-    """
+    """Name of the convolution that first sees the model input, as the encoder declares it
+    (``Encoder.stem``: R50's ``hybrid.root.conv``, a ViT's ``patch_embed``, ...), or None for a
+    model without an encoder or a declaration (tests/inference/test_optimize.py checks for
+    every registered model that the declared stem sees the model input)."""
     encoder = getattr(model, "encoder", None)
-    if not isinstance(encoder, nn.Module):
-        return None
-    cin = getattr(encoder, "in_channels", None)
-    for name, m in encoder.named_modules(prefix="encoder"):
-        if isinstance(m, nn.Conv2d) and m.in_channels == cin:
-            return name
-    return None
+    stem = getattr(encoder, "stem", "") if isinstance(encoder, nn.Module) else ""
+    return f"encoder.{stem}" if stem else None
 
 
 def _wrap(model: nn.Module, name: str, wrapper) -> None:
@@ -244,11 +245,6 @@ def cast_outside_islands(model: nn.Module, dtype: torch.dtype, keep=None) -> nn.
     return model
 
 
-def _float32_bias(module: nn.Module, name: str) -> bool:
-    """Biases that oneDNN adds in float32 to the float32 accumulator of a bf16 layer."""
-    return name == "bias" and type(module) in (nn.Conv2d, nn.Linear)
-
-
 def _fused_layer(module: nn.Module, name: str) -> bool:
     return isinstance(module, (OneDNNConv2d, OneDNNLinear))
 
@@ -261,6 +257,157 @@ def fuse_on_this_cpu(precision: str) -> capabilities.Decision:
     if precision == "fp32":
         return capabilities.onednn_fp32()
     return capabilities.Decision("oneDNN " + precision, False, "no oneDNN pass for " + precision)
+
+
+@dataclass
+class PassContext:
+    """What the passes of :data:`PASSES` need to decide whether and how they apply.
+
+    Attributes:
+        device: where the model runs.
+        precision: "fp32", "bf16" or "fp16" (resolved).
+        fuse: the oneDNN pass and the C-kernel passes that build on it may run (asked, on
+            CPU, of :func:`fuse_on_this_cpu`).
+        float32_stem: for bf16/fp16, run the stem in float32 (module notes).
+        float32_modules: for bf16/fp16, further module names to run in float32.
+        low_res_decoder: for bf16 with ``fuse``, convolve the decoder's upsampled inputs at
+            low resolution (:mod:`.low_res_decoder`).
+        stem: the stem's name once the float32 islands are made (set by a pass).
+        float32_biases: (layer, float32 bias) of the Conv2d/Linear layers the oneDNN pass
+            may take, kept aside by the cast for it (set by a pass).
+    """
+
+    device: torch.device
+    precision: str
+    fuse: bool = True
+    float32_stem: bool = True
+    float32_modules: tuple = ()
+    low_res_decoder: bool = True
+    stem: str | None = None
+    float32_biases: list = field(default_factory=list)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch_dtype(self.precision)
+
+    @property
+    def low_precision(self) -> bool:
+        return self.precision != "fp32"
+
+
+def make_context(device: torch.device, precision: str, fuse: bool | None = None,
+                 float32_stem: bool = True, float32_modules=(),
+                 low_res_decoder: bool = True) -> PassContext:
+    """The :class:`PassContext` for ``precision`` on ``device``, ``fuse`` resolved as
+    :func:`prepare_for_inference` documents it (None: :func:`fuse_on_this_cpu`)."""
+    if fuse is None:
+        fuse = bool(fuse_on_this_cpu(precision))
+    fuse = fuse and device.type == "cpu" and precision in ("bf16", "fp32") \
+        and onednn_available(torch_dtype(precision))
+    return PassContext(device, precision, fuse, float32_stem, tuple(float32_modules),
+                       low_res_decoder)
+
+
+def _fold_weight_standardization(model: nn.Module, ctx: PassContext) -> nn.Module:
+    return fold_weight_standardization(model)
+
+
+def _fold_batch_norm(model: nn.Module, ctx: PassContext) -> nn.Module:
+    return fold_batch_norm(model)
+
+
+def _place(model: nn.Module, ctx: PassContext) -> nn.Module:
+    """Float32 on the device, no gradients; the input dtype is float32 until a cast."""
+    model.to(device=ctx.device, dtype=torch.float32)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.input_dtype = torch.float32
+    return model
+
+
+def _low_precision(model: nn.Module, ctx: PassContext) -> nn.Module:
+    """bf16/fp16: the float32 islands (head, stem, ``float32_modules``), made before the cast
+    so they keep the float32 weights, then everything else cast to the low precision."""
+    if not ctx.low_precision:
+        return model
+    if isinstance(getattr(model, "segmentation_head", None), nn.Module):
+        model.segmentation_head = Float32Head(model.segmentation_head)
+    ctx.stem = keep_in_float32(model, ctx.dtype, stem=ctx.float32_stem,
+                               modules=ctx.float32_modules)
+    # Layers oneDNN takes over keep a float32 bias: a folded BatchNorm bias is the difference
+    # of large terms (``beta - mean * s``), and its bf16 rounding shifts a whole channel (most
+    # of bf16's logit error on a trained model). Kept aside here, so that the model runs
+    # between the passes; the oneDNN pass gives them back to the layers it takes.
+    if ctx.fuse:
+        ctx.float32_biases = [(m, m.bias.detach().clone()) for m in model.modules()
+                              if type(m) in (nn.Conv2d, nn.Linear) and m.bias is not None
+                              and m.bias.dtype == torch.float32]
+    cast_outside_islands(model, ctx.dtype)
+    model.input_dtype = torch.float32 if ctx.stem else ctx.dtype
+    return model
+
+
+def _channels_last(model: nn.Module, ctx: PassContext) -> nn.Module:
+    return model.to(memory_format=torch.channels_last)
+
+
+def _channels_last_group_norm(model: nn.Module, ctx: PassContext) -> nn.Module:
+    use_channels_last_group_norm(model)
+    return model
+
+
+def _attention_kernel(model: nn.Module, ctx: PassContext) -> nn.Module:
+    use_attention_dispatch(model)
+    if ctx.precision == "bf16" and ctx.device.type == "cpu" and capabilities.c_kernels():
+        from ..kernels.attention import kernel_available
+
+        kernel_available()  # compiled (once per machine) while the model loads, not mid-run
+    return model
+
+
+def _onednn(model: nn.Module, ctx: PassContext) -> nn.Module:
+    if ctx.fuse:
+        for layer, bias in ctx.float32_biases:
+            layer.bias = nn.Parameter(bias, requires_grad=False)
+        ctx.float32_biases = []
+        fuse_for_onednn(model, ctx.dtype)
+        if ctx.low_precision:
+            cast_outside_islands(model, ctx.dtype, keep=_fused_layer)  # layers oneDNN did not take
+    return model
+
+
+def _low_res_decoder(model: nn.Module, ctx: PassContext) -> nn.Module:
+    if ctx.fuse and ctx.precision == "bf16" and ctx.low_res_decoder:
+        lower_decoder_upsampling(model)
+    return model
+
+
+def _fused_resnet_group_norm(model: nn.Module, ctx: PassContext) -> nn.Module:
+    if ctx.fuse and ctx.precision == "bf16":
+        fuse_resnet_group_norms(model)
+    return model
+
+
+#: The passes of :func:`prepare_for_inference`, in order.
+PASSES = (
+    ("fold_weight_standardization", _fold_weight_standardization),
+    ("fold_batch_norm", _fold_batch_norm),
+    ("place", _place),
+    ("low_precision", _low_precision),
+    ("channels_last", _channels_last),
+    ("channels_last_group_norm", _channels_last_group_norm),
+    ("attention_kernel", _attention_kernel),
+    ("onednn", _onednn),
+    ("low_res_decoder", _low_res_decoder),
+    ("fused_resnet_group_norm", _fused_resnet_group_norm),
+)
+
+
+def run_passes(model: nn.Module, ctx: PassContext, passes=PASSES) -> nn.Module:
+    """Run ``passes`` (``(name, fn)`` pairs) on ``model`` in order; returns the model."""
+    for _, fn in passes:
+        model = fn(model, ctx)
+    return model
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, precision: str,
@@ -291,38 +438,5 @@ def prepare_for_inference(model: nn.Module, device: torch.device, precision: str
     if copy_model:
         model = copy.deepcopy(model)
     model.eval()
-    fold_weight_standardization(model)
-    fold_batch_norm(model)
-    dtype = torch_dtype(precision)
-    model.to(device=device, dtype=torch.float32)
-    model.input_dtype = dtype
-    if precision != "fp32":
-        if isinstance(getattr(model, "segmentation_head", None), nn.Module):
-            model.segmentation_head = Float32Head(model.segmentation_head)
-        if keep_in_float32(model, dtype, stem=float32_stem, modules=float32_modules):
-            model.input_dtype = torch.float32
-    if fuse is None:
-        fuse = bool(fuse_on_this_cpu(precision))
-    fuse = fuse and device.type == "cpu" and precision in ("bf16", "fp32") \
-        and onednn_available(torch_dtype(precision))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if precision != "fp32":
-        # Layers oneDNN takes over keep a float32 bias: a folded BatchNorm bias is the
-        # difference of large terms (``beta - mean * s``), and its bf16 rounding shifts a whole
-        # channel (most of bf16's logit error on a trained model).
-        cast_outside_islands(model, dtype, keep=_float32_bias if fuse else None)
-    model.to(memory_format=torch.channels_last)
-    if precision == "bf16" and device.type == "cpu" and capabilities.c_kernels():
-        from ..kernels.attention import kernel_available
-
-        kernel_available()  # compiled (once per machine, ~2 s) while the model loads, not mid-run
-    if fuse:
-        fuse_for_onednn(model, dtype)
-        if precision != "fp32":
-            cast_outside_islands(model, dtype, keep=_fused_layer)  # layers oneDNN did not take
-        if precision == "bf16" and low_res_decoder:
-            lower_decoder_upsampling(model)
-        if precision == "bf16":
-            fuse_resnet_group_norms(model)
-    return model
+    ctx = make_context(device, precision, fuse, float32_stem, float32_modules, low_res_decoder)
+    return run_passes(model, ctx)

@@ -1,12 +1,13 @@
 """bf16 attention on CPUs with AVX512-BF16: ``softmax(q k^T * scale) v`` without torch's flash kernel.
 
 At the ViT-B shape of R50-ViT-B_16 (q, k, v of (8, 12, 196, 64) bf16) torch's CPU flash kernel
-(``F.scaled_dot_product_attention``) reaches ~75 GFLOP/s on one core; the explicit bf16
-``softmax(q @ k^T) @ v`` is faster but rounds the scores to bf16 (4x the error). The C kernel
-in ``attention.c`` does both products with ``vdpbf16ps`` (fp32 accumulation), keeps the
-scores and the softmax in fp32 and rounds only the probabilities (for P.V) and the output to
-bf16, like the flash kernel: same accuracy against a float64 reference, ~5x faster
-(``tools/bench/bench_attention.py``).
+(``F.scaled_dot_product_attention``) is slow; the explicit bf16 ``softmax(q @ k^T) @ v`` is
+faster but rounds the scores to bf16 (4x the error). The C kernel in ``attention.c`` does both
+products with ``vdpbf16ps`` (fp32 accumulation), keeps the scores and the softmax in fp32 and
+rounds only the probabilities (for P.V) and the output to bf16, like the flash kernel: same
+accuracy against a float64 reference, several times faster (``tools/bench/bench_attention.py``,
+BENCHMARKS.md). Models reach it through :mod:`transunet_app.fast_layers.attention`, which
+the inference and training passes swap in.
 
 The kernel is compiled on first use and loaded by :mod:`.native` (cached, ctypes: the GIL is
 released during the call). Any failure (CPU without avx512_bf16, no compiler, compile or load error) leaves

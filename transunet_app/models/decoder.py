@@ -17,6 +17,15 @@ from torch import nn
 class Conv2dReLU(nn.Sequential):
     """3x3 conv (no bias) + BatchNorm + ReLU; keys ``0.weight``, ``1.*`` as in the official code."""
 
+    @property
+    def conv(self) -> nn.Module:
+        """The convolution (the first layer; passes may have replaced it)."""
+        return self[0]
+
+    def after_conv(self) -> list[nn.Module]:
+        """The layers after the convolution (BatchNorm and ReLU, or what passes left)."""
+        return list(self)[1:]
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  padding: int = 1):
         super().__init__(
@@ -39,6 +48,16 @@ class DecoderBlock(nn.Module):
         self.skip_channels = skip_channels
         self.conv1 = Conv2dReLU(in_channels + skip_channels, out_channels)
         self.conv2 = Conv2dReLU(out_channels, out_channels)
+
+    @property
+    def upsampled_unit(self) -> Conv2dReLU:
+        """The conv unit over ``cat(up2(x), skip)`` (input channels: upsampled first, then skip)."""
+        return self.conv1
+
+    @property
+    def output_unit(self) -> nn.Module:
+        """The conv unit that follows it and gives the block's output."""
+        return self.conv2
 
     def forward(self, x: torch.Tensor, skip: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = upsample2x(x)

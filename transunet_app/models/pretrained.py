@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .layers import resize_pos_embed
+from .layers import resample_abs_pos_embed
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def _fit_pos_embed(value: torch.Tensor, own: torch.Tensor, encoder) -> torch.Ten
     grid = getattr(encoder, "grid", None)
     if gs * gs != n or grid is None:
         return value
-    return resize_pos_embed(value.to(own.dtype), (gs, gs), tuple(grid))
+    return resample_abs_pos_embed(value.to(own.dtype), tuple(grid), (gs, gs))
 
 
 # ------------------------------------------------------------------------------ our own format

@@ -61,14 +61,8 @@ _FAMILIES = ("vit", "cvt", "ceit", "conformer")
 
 def _import_families() -> None:
     # Each family module registers its names when imported; import them once, lazily, so
-    # that importing the package stays cheap. A family file that is not in this checkout yet
-    # is simply absent from the list.
+    # that importing the package stays cheap.
     import importlib
 
     for fam in _FAMILIES:
-        mod = f"{__package__}.encoders.{fam}"
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+        importlib.import_module(f"{__package__}.encoders.{fam}")

@@ -17,7 +17,10 @@ Declarations (class or instance attributes):
 * ``skip_channels``: tuple of 3 ints for strides (8, 4, 2), 0 where absent;
 * ``size_divisor``: inputs must have H and W divisible by it;
 * ``weight_family``: name of the official weight format family this encoder loads
-  (see :mod:`transunet_app.models.pretrained`).
+  (see :mod:`transunet_app.models.pretrained`);
+* ``stem``: name (relative to the encoder) of the convolution that first sees the input, as
+  timm's ``default_cfg["first_conv"]``; inference passes run it in float32 and on the grey
+  channel only (:func:`transunet_app.inference.optimize.find_stem`).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class Encoder(nn.Module):
     skip_channels: tuple[int, int, int] = (0, 0, 0)
     size_divisor: int = 16
     weight_family: str = ""
+    stem: str = ""
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4:

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import Attention, DepthwiseConv2d, DropPath, Dropout, Mlp
+from ..layers import Attention, DepthwiseConv2d, DropPath, Mlp, resample_abs_pos_embed
 from .base import Encoder, EncoderOutput
 
 
@@ -52,18 +52,12 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
 
 
-def resize_grid_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
-                          new_grid: tuple[int, int], num_extra: int = 1) -> torch.Tensor:
-    """Resize (1, extra + Ho*Wo, C) position embeddings to (1, extra + Hn*Wn, C): the extra
-    (class) tokens are kept, the grid part is interpolated bicubically with
+def _resample_pos_embed(pos: torch.Tensor, new_grid: tuple[int, int],
+                        old_grid: tuple[int, int]) -> torch.Tensor:
+    """(1, 1 + Ho*Wo, C) -> (1, 1 + Hn*Wn, C): class token kept, the grid bicubic with
     ``align_corners=False`` (the rule of the official CeiT/DeiT fine-tuning code)."""
-    if tuple(old_grid) == tuple(new_grid):
-        return pos
-    extra, grid = pos[:, :num_extra], pos[:, num_extra:]
-    c = grid.shape[-1]
-    grid = grid.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)
-    return torch.cat((extra, grid.permute(0, 2, 3, 1).reshape(1, -1, c)), dim=1)
+    return resample_abs_pos_embed(pos, new_grid, old_grid, num_prefix_tokens=1, mode="bicubic",
+                                  align_corners=False)
 
 
 class Image2Tokens(nn.Module):
@@ -208,6 +202,7 @@ class CeiTEncoder(Encoder):
     """
 
     weight_family = "ceit"
+    stem = "i2t.backbone.conv"
     size_divisor = 16
     bottleneck_stride = 16
 
@@ -228,7 +223,7 @@ class CeiTEncoder(Encoder):
         self.i2t = I2TEmbed(in_channels, embed_dim, stem_channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], embed_dim))
-        self.pos_drop = Dropout(drop_rate)
+        self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             CeiTBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r,
@@ -262,7 +257,7 @@ class CeiTEncoder(Encoder):
         b, c, h, w = fmap.shape
         tokens = torch.cat((self.cls_token.expand(b, -1, -1), rearrange(fmap, "b c h w -> b (h w) c")),
                            dim=1)
-        pos = resize_grid_pos_embed(self.pos_embed, self.grid, (h, w))
+        pos = _resample_pos_embed(self.pos_embed, (h, w), self.grid)
         x = self.pos_drop(tokens + pos)
         cls_tokens, attentions = [], ([] if return_attention else None)
         for block in self.blocks:
@@ -338,7 +333,7 @@ def convert_official_ceit(state: Mapping, encoder: CeiTEncoder):
         n_old = pos.shape[1] - 1
         gs = int(round(n_old ** 0.5))
         if gs * gs == n_old and (gs, gs) != encoder.grid:
-            out["pos_embed"] = resize_grid_pos_embed(pos, (gs, gs), encoder.grid)
+            out["pos_embed"] = _resample_pos_embed(pos, encoder.grid, (gs, gs))
             resized["pos_embed"] = (tuple(pos.shape), tuple(out["pos_embed"].shape))
     return out, skipped, resized
 

@@ -236,6 +236,7 @@ class ConformerEncoder(Encoder):
     """
 
     weight_family = "conformer"
+    stem = "conv1"
     size_divisor = 16
     bottleneck_stride = 16
 

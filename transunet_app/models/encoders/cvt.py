@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DepthwiseConv2d, DropPath, Dropout, Mlp, dot_product_attention, dropout
+from ..layers import DepthwiseConv2d, DropPath, Mlp
 from .base import Encoder, EncoderOutput
 
 #: (kernel, stride, padding) of the three convolutional token embeddings (every official YAML).
@@ -134,11 +134,20 @@ class ConvAttention(nn.Module):
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = Dropout(proj_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop: float,
+               return_attention: bool):
+        """``softmax(q k^T * scale) v`` on (B, heads, N, d) heads with dropout ``drop`` on the
+        probabilities, and the probabilities (B, heads, Nq, Nkv) when ``return_attention``."""
+        if return_attention:
+            weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+            return F.dropout(weights, drop, self.training) @ v, weights
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale), None
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], return_attention: bool = False):
         b, n, c = x.shape
@@ -152,13 +161,8 @@ class ConvAttention(nn.Module):
             q, k, v = (torch.cat((cls, t), dim=1) for t in (q, k, v))
         q, k, v = (self._heads(lin(t)) for lin, t in ((self.proj_q, q), (self.proj_k, k),
                                                       (self.proj_v, v)))
-        weights = None
-        drop = self.attn_drop if self.training else 0.0
-        if return_attention:
-            weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-            out = dropout(weights, drop, self.training) @ v
-        else:
-            out = dot_product_attention(q, k, v, drop, self.scale)
+        out, weights = self.attend(q, k, v, self.attn_drop if self.training else 0.0,
+                                   return_attention)
         out = out.transpose(1, 2).reshape(b, -1, c)
         return self.proj_drop(self.proj(out)), weights
 
@@ -193,7 +197,7 @@ class CvTStage(nn.Module):
         super().__init__()
         self.patch_embed = ConvEmbed(in_channels, dim, *embed, eps=eps)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if with_cls_token else None
-        self.pos_drop = Dropout(drop)
+        self.pos_drop = nn.Dropout(drop)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             CvTBlock(dim, num_heads, mlp_ratio, qkv_bias, drop, attn_drop, r, with_cls_token, eps)
@@ -235,6 +239,7 @@ class CvTEncoder(Encoder):
     """
 
     weight_family = "cvt"
+    stem = "stage0.patch_embed.proj"
     size_divisor = 16
     bottleneck_stride = 16
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import GroupNorm, StdConv2d
+from ..layers import StdConv2d
 
 
 class PreActBottleneck(nn.Module):
@@ -25,18 +25,27 @@ class PreActBottleneck(nn.Module):
 
     def __init__(self, cin: int, cout: int, cmid: int, stride: int = 1):
         super().__init__()
-        self.gn1 = GroupNorm(32, cmid, eps=1e-6)
+        self.gn1 = nn.GroupNorm(32, cmid, eps=1e-6)
         self.conv1 = StdConv2d(cin, cmid, kernel_size=1, bias=False)
-        self.gn2 = GroupNorm(32, cmid, eps=1e-6)
+        self.gn2 = nn.GroupNorm(32, cmid, eps=1e-6)
         self.conv2 = StdConv2d(cmid, cmid, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.gn3 = GroupNorm(32, cout, eps=1e-6)
+        self.gn3 = nn.GroupNorm(32, cout, eps=1e-6)
         self.conv3 = StdConv2d(cmid, cout, kernel_size=1, bias=False)
         self.relu = nn.ReLU(inplace=True)
         if stride != 1 or cin != cout:
             self.downsample = StdConv2d(cin, cout, kernel_size=1, stride=stride, bias=False)
-            self.gn_proj = GroupNorm(cout, cout)  # default eps 1e-5, as in the official code
+            self.gn_proj = nn.GroupNorm(cout, cout)  # default eps 1e-5, as in the official code
         else:
             self.downsample = None
+
+    def branch(self) -> tuple[tuple[nn.Module, nn.Module], ...]:
+        """The residual branch as (conv, norm) pairs in forward order: a ReLU follows every norm
+        but the last, whose output is added to the shortcut before the final ReLU."""
+        return ((self.conv1, self.gn1), (self.conv2, self.gn2), (self.conv3, self.gn3))
+
+    def projection(self) -> tuple[nn.Module, nn.Module] | None:
+        """The shortcut's (conv, norm) where it projects the input, None where it is the input."""
+        return None if self.downsample is None else (self.downsample, self.gn_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x if self.downsample is None else self.gn_proj(self.downsample(x))
@@ -58,6 +67,11 @@ class ResNetV2(nn.Module):
     ``skips`` = [(B, 8*width, H/8, W/8), (B, 4*width, H/4, W/4), (B, width, H/2, W/2)].
     """
 
+    #: the root convolution (the trunk's first layer), relative to the trunk
+    stem = "root.conv"
+    #: names in ``root`` of its GroupNorm and the ReLU that directly follows it
+    root_norm_relu = ("gn", "relu")
+
     def __init__(self, block_units=(3, 4, 9), width_factor: float = 1, in_channels: int = 3):
         super().__init__()
         width = int(64 * width_factor)
@@ -66,7 +80,7 @@ class ResNetV2(nn.Module):
         self.skip_channels = (width * 8, width * 4, width)
         self.root = nn.Sequential(OrderedDict([
             ("conv", StdConv2d(in_channels, width, kernel_size=7, stride=2, bias=False, padding=3)),
-            ("gn", GroupNorm(32, width, eps=1e-6)),
+            ("gn", nn.GroupNorm(32, width, eps=1e-6)),
             ("relu", nn.ReLU(inplace=True)),
         ]))
         stages = []
@@ -78,6 +92,10 @@ class ResNetV2(nn.Module):
             stages.append((f"block{i}", nn.Sequential(OrderedDict(stage))))
             cin = cout
         self.body = nn.Sequential(OrderedDict(stages))
+
+    def units(self) -> list[tuple[nn.Sequential, str, nn.Module]]:
+        """Every bottleneck unit as (its stage, its name there, the unit), in forward order."""
+        return [(stage, name, unit) for stage in self.body for name, unit in stage.named_children()]
 
     def forward(self, x: torch.Tensor):
         h, w = x.shape[-2:]

@@ -21,7 +21,7 @@ from einops import rearrange
 import torch
 from torch import nn
 
-from ..layers import Dropout, TransformerBlock, resize_pos_embed
+from ..layers import TransformerBlock, resample_abs_pos_embed
 from .base import Encoder, EncoderOutput
 from .resnet_v2 import ResNetV2
 
@@ -65,11 +65,13 @@ class VisionTransformerEncoder(Encoder):
         self.num_heads = num_heads
         if resnet_units is not None:
             self.hybrid = ResNetV2(tuple(resnet_units), resnet_width, in_channels)
+            self.stem = "hybrid." + self.hybrid.stem
             embed_in, embed_patch = self.hybrid.out_channels, 1
             self.patch_size = 16
             self.skip_channels = self.hybrid.skip_channels
         else:
             self.hybrid = None
+            self.stem = "patch_embed"
             embed_in, embed_patch = in_channels, patch_size
             self.patch_size = patch_size
             self.skip_channels = (0, 0, 0)
@@ -83,7 +85,7 @@ class VisionTransformerEncoder(Encoder):
         self.patch_embed = nn.Conv2d(embed_in, hidden_size, kernel_size=embed_patch,
                                      stride=embed_patch)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden_size))
-        self.pos_drop = Dropout(dropout)
+        self.pos_drop = nn.Dropout(dropout)
         rates = [drop_path * i / max(num_layers - 1, 1) for i in range(num_layers)]
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden_size, num_heads, mlp_dim, drop=dropout,
@@ -111,7 +113,7 @@ class VisionTransformerEncoder(Encoder):
         tokens = rearrange(x, "b c h w -> b (h w) c")  # (B, h*w, hidden)
         pos = self.pos_embed
         if (h, w) != self.grid:
-            pos = resize_pos_embed(pos, self.grid, (h, w))
+            pos = resample_abs_pos_embed(pos, (h, w), self.grid)
         tokens = self.pos_drop(tokens + pos)
         attentions = [] if return_attention else None
         for block in self.blocks:
@@ -172,20 +174,17 @@ def _hwio(a) -> torch.Tensor:
 
 def _npz_pos_embed(posemb: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
     """Official TransUNet ``load_from`` position-embedding logic: same size -> as is; one extra
-    (class) token -> dropped; otherwise drop the class token and resize the square grid with
-    ``scipy.ndimage.zoom(order=1)``. A non-square target grid zooms each axis separately."""
+    (class) token -> dropped; otherwise drop the class token and resize the square grid
+    bilinearly with aligned corners (the official ``scipy.ndimage.zoom(order=1)``: computed in
+    float64 and rounded to the file's dtype, as zoom does). A non-square target grid is
+    resized per axis."""
     n_new = grid[0] * grid[1]
     if posemb.shape[1] == n_new:
         return _t(posemb)
     if posemb.shape[1] - 1 == n_new:
         return _t(posemb[:, 1:])
-    from scipy import ndimage
-
-    grid_old = posemb[0, 1:]
-    gs_old = int(np.sqrt(len(grid_old)))
-    grid_old = grid_old.reshape(gs_old, gs_old, -1)
-    zoomed = ndimage.zoom(grid_old, (grid[0] / gs_old, grid[1] / gs_old, 1), order=1)
-    return _t(zoomed.reshape(1, n_new, -1))
+    pos = _t(posemb)
+    return resample_abs_pos_embed(pos[:, 1:].double(), tuple(grid)).to(pos.dtype)
 
 
 def convert_google_npz(npz: Mapping, encoder: "VisionTransformerEncoder"):

@@ -19,14 +19,14 @@ onnxruntime (tiny model, trained weights):
   runs the ``_ChannelsLastGroupNorm`` autograd Function: a channels-last model (as training
   leaves it with ``train.channels_last``) gave 0.42.
 
-With both on their plain paths (autograd enabled and parameters requiring gradients: the
-explicit attention product and the uncached standardised convolution weights; NCHW maps)
-the export gives the eager logits to ~4e-7. :func:`plain_paths` switches them so while
-exporting; StdConv2d's weight cache and the attention C kernel (bf16 only) are then not used.
+Both fast paths (and StdConv2d's weight cache) have since left the model layers: a model built
+by :func:`~transunet_app.models.build_model` is plain torch, and the fast variants are swapped
+in only by the training and inference passes (:mod:`transunet_app.fast_layers`), which export
+never runs. The export gives the eager logits to ~4e-7; ``tests/packages/test_export.py``
+keeps the frozen channels-last case that exposed the constants.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,39 +103,6 @@ def _safe_name(stem: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]", "-", stem)[:64] or "model"
-
-
-@contextlib.contextmanager
-def plain_paths(model):
-    """Make every layer of ``model`` take its plain, exportable path while tracing.
-
-    * autograd on and parameters requiring gradients: ``Attention`` computes the explicit
-      softmax product instead of writing into a preallocated buffer through an ``out=`` view
-      (which ONNX export records as a constant), and ``StdConv2d`` standardises its weight in
-      the graph instead of reading its ``_version``-keyed cache;
-    * ``GroupNorm``'s channels-last fast path (``_use_channels_last_group_norm``, an autograd
-      Function ONNX export records as a constant) switched off.
-
-    Both are fast paths inside the plain layers today; once the plain models no longer carry
-    them this is a no-op. Parameters' ``requires_grad`` flags are restored afterwards.
-    """
-    import torch
-
-    from ...models import layers
-
-    flags = [p.requires_grad for p in model.parameters()]
-    original = getattr(layers, "_use_channels_last_group_norm", None)
-    model.requires_grad_(True)
-    if original is not None:
-        layers._use_channels_last_group_norm = lambda x, num_groups: False
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        if original is not None:
-            layers._use_channels_last_group_norm = original
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
 
 
 def relative_error(a, b) -> float:

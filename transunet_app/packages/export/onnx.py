@@ -1,8 +1,7 @@
 """ONNX export: opset 17, dynamic batch axis, checked against torch with onnxruntime.
 
-The graph is traced from the plain NCHW float32 model with every layer on its plain path
-(:func:`~transunet_app.packages.export.plain_paths`; the package docstring says which fast
-paths export as constants) by torch's TorchScript-based exporter, which then gives the eager
+The graph is traced from the plain NCHW float32 model (the package docstring says which former
+fast paths exported as constants) by torch's TorchScript-based exporter, which then gives the eager
 logits to ~4e-7 on the tiny model and exports in seconds (the dynamo exporter gives the same
 accuracy, ~10x slower). Before the file is renamed into place, onnxruntime runs
 it on a batch of another size than the one traced, and an export whose logits differ from
@@ -37,7 +36,6 @@ def export_onnx(source, out: Path, overwrite: bool = False) -> Path:
     """
     import torch
 
-    from . import plain_paths
     from ...data.io import atomic_write
 
     _require()
@@ -45,7 +43,7 @@ def export_onnx(source, out: Path, overwrite: bool = False) -> Path:
     example = source.example(batch=2)
 
     def write(tmp: Path) -> None:
-        with plain_paths(model), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings on Python-level shape checks
             torch.onnx.export(model, (example,), str(tmp), opset_version=OPSET, dynamo=False,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

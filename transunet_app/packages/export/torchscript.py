@@ -16,13 +16,11 @@ MAX_RELATIVE_ERROR = 1e-5
 
 
 def trace(model, example):
-    """``torch.jit.trace`` of the plain model (no gradients, fast paths off)."""
-    from . import plain_paths
+    """``torch.jit.trace`` of the plain model (no gradients)."""
+    import torch
 
-    with plain_paths(model), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings on Python-level shape checks
-        import torch
-
         return torch.jit.trace(model, example, check_trace=False)
 
 
