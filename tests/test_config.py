@@ -100,7 +100,9 @@ def test_unknown_keys_in_files_list_the_valid_ones(tmp_path):
 
 def test_configs_are_frozen_and_plain():
     cfg = config_from_dict(BASE)
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.batch_size = 3  # type: ignore[misc]
     plain = to_dict(cfg)
     assert plain["optim"]["betas"] == [0.9, 0.999] and isinstance(plain["model"]["overrides"], dict)

@@ -65,11 +65,11 @@ EXERCISED: dict[str, Exercise] = {
     "pip install -q torch==2.13.0": Exercise(
         "elsewhere", ".ci/run", why="CI runs the README's setup line on a fresh clone"),
     "pip install -q -e .": Exercise(
-        "elsewhere", ".ci/run", replacements=(("-e .", "-e .[test]"),),
-        why="CI installs -e \".[test]\", the same install plus pytest"),
+        "elsewhere", ".ci/run", replacements=(("-e .", "-e .[test,export]"),),
+        why="CI installs -e \".[test,export]\", the same install plus pytest and the export extra"),
     "transunet demo --out demo_out": Exercise(
         "elsewhere", "tests/test_demo.py::test_demo_end_to_end", why="slow: the whole demo, outputs checked"),
-    "pip install -q -e .[test]": Exercise("elsewhere", ".ci/run"),
+    "pip install -q -e .[test,export]": Exercise("elsewhere", ".ci/run"),
     "python -m pytest -n 2 -q": Exercise("elsewhere", ".ci/run"),
     "python -m pytest -n 2 -q -m slow": Exercise("elsewhere", ".ci/run"),
     # -- segment your own scan
@@ -255,7 +255,7 @@ def test_map_entries_point_at_real_tests():
             src = inspect.getsource(func)
             assert command in src or _wrapped(command, func) or (constant and constant in src), \
                 f"{ex.test} does not run {command!r}"
-    for block, test in PYTHON_BLOCKS.items():
+    for _block, test in PYTHON_BLOCKS.items():
         assert "PYTHON_BLOCKS" in inspect.getsource(getattr(this, test))
 
 

@@ -235,7 +235,8 @@ def _build(cls, raw: Any, prefix: str, where: str):
     unknown = sorted(str(k) for k in raw if k not in names)
     if unknown:
         label = f"section '{prefix}'" if prefix else "top level"
-        raise UserError(f"{where}: unknown key(s) {', '.join(prefix + k if not prefix else prefix + '.' + k for k in unknown)} "
+        keys = ', '.join(prefix + k if not prefix else prefix + '.' + k for k in unknown)
+        raise UserError(f"{where}: unknown key(s) {keys} "
                         f"in {label}; valid: {', '.join(names)}")
     kwargs = {}
     for name in names:

@@ -5,9 +5,17 @@ import stat
 
 import pytest
 
-from transunet_app.data.files import (VOLUME_SUFFIXES, atomic_write, atomic_write_json,
-                                      atomic_write_text, case_name, is_volume_path, list_volumes,
-                                      pair_cases, sidecar_path)
+from transunet_app.data.files import (
+    VOLUME_SUFFIXES,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    case_name,
+    is_volume_path,
+    list_volumes,
+    pair_cases,
+    sidecar_path,
+)
 from transunet_app.errors import UserError
 
 

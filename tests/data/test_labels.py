@@ -66,8 +66,9 @@ def test_dataset_yaml_files_ship_inside_the_package():
     """Label names come only from datasets/*.yaml, so a wheel must carry them: the package sees
     the folder as transunet_app/datasets and pyproject's package-data takes every YAML there."""
     import os
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[2]
     if "TRANSUNET_DATASETS" not in os.environ:

@@ -7,8 +7,18 @@ import pytest
 from transunet_app.data.datasets import SynapseSlices, SynapseVolumes, read_dataset_info
 from transunet_app.data.geometry import orientation_code, to_canonical
 from transunet_app.data.io import read_image
-from transunet_app.data.phantom import (AORTA, GALLBLADDER, LEFT_KIDNEY, LIVER, PANCREAS, RIGHT_KIDNEY, SPLEEN,
-                                        STOMACH, make_phantom, prepare_phantom)
+from transunet_app.data.phantom import (
+    AORTA,
+    GALLBLADDER,
+    LEFT_KIDNEY,
+    LIVER,
+    PANCREAS,
+    RIGHT_KIDNEY,
+    SPLEEN,
+    STOMACH,
+    make_phantom,
+    prepare_phantom,
+)
 from transunet_app.errors import UserError
 
 

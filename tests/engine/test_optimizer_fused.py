@@ -17,7 +17,7 @@ def test_fused_optimizer_steps_like_the_default_one(name):
     assert opt.defaults["fused"] is True
     ref = (torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4) if name == "sgd"
            else torch.optim.AdamW(twin.parameters(), lr=0.01, weight_decay=1e-4))
-    for step in range(3):
+    for _step in range(3):
         x = torch.randn(8, 16)
         for net, o in ((model, opt), (twin, ref)):
             o.zero_grad()

@@ -108,6 +108,7 @@ def fault_ckpt(tmp_path_factory) -> Path:
 
 def write_ct(path: Path, matrix: int = 48, slices: int = 10, seed: int = 7) -> Path:
     from transunet_app.data.phantom import make_phantom
+
     from ..volume_files import save_nifti
 
     ph = make_phantom(seed, matrix=matrix, slices=slices, orientation="LPS")

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from .conftest import (assert_one_line_error, mounted_tmpfs, partial_files, run_cli, start_cli,
-                       wait_for)
+from .conftest import assert_one_line_error, mounted_tmpfs, partial_files, run_cli, start_cli, wait_for
 
 FULL_SET = ("case01.nii.gz", "case01.json", "case01_probabilities.nii.gz", "case01_statistics.json",
             "case01_report.html")

@@ -97,11 +97,11 @@ def test_resume_falls_back_past_a_corrupt_last_checkpoint(phantom, tmp_path, dam
     assert warning and str(last) in warning[0] and str(previous) in warning[0], res.stderr
     after = _losses(run)
     assert after[7] == before[7] and after[8] == before[8]
-    from transunet_app.checkpoint import load_checkpoint
-
     import io
 
     import torch
+
+    from transunet_app.checkpoint import load_checkpoint
 
     a = torch.load(io.BytesIO(good), weights_only=True)["state_dict"]
     b = load_checkpoint(last)["state_dict"]
@@ -142,9 +142,9 @@ def test_nan_loss_stops_naming_step_slices_and_checkpoint(phantom, tmp_path):
     last = run / "checkpoints" / "last.pt"
     if step > 2:
         assert f"last good checkpoint: {last}" in line
-        from transunet_app.checkpoint import load_checkpoint
-
         import torch
+
+        from transunet_app.checkpoint import load_checkpoint
 
         ck = load_checkpoint(last)
         assert ck["training"]["iteration"] < step

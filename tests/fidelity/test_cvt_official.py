@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from .float64_depthwise import float64
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
 from transunet_app.models.encoders.cvt import LayerNorm
 from transunet_app.testing import golden
+
+from .float64_depthwise import float64
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 OUTPUTS = ("stage1", "stage2", "stage3", "cls_token")

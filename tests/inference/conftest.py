@@ -9,6 +9,7 @@ import torch
 from transunet_app.checkpoint import make_checkpoint, save_checkpoint
 from transunet_app.data.phantom import CLASSES, make_phantom
 from transunet_app.models import build_model
+
 from ..volume_files import save_nifti, sitk_from_ras, write_dicom_series  # noqa: F401 (the tests import them from here)
 
 IMG_SIZE = 32

@@ -180,7 +180,7 @@ def test_statistics_probabilities_and_confidence(tmp_path, tiny_ckpt, ct_file, r
     assert set(organs) == {"aorta", "gallbladder", "left kidney", "right kidney", "liver",
                            "pancreas", "spleen", "stomach"}
     spacing = nib.load(str(ct_file)).header.get_zooms()
-    for name, o in organs.items():
+    for _name, o in organs.items():
         assert o["status"] in ("complete", "touches_image_edge", "absent")
         n = int((lab == o["label"]).sum())
         assert o["voxels"] == n and o["volume_ml"] == pytest.approx(n * np.prod(spacing) / 1000)

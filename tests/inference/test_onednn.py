@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transunet_app.inference.onednn import (OneDNNConv2d, OneDNNLinear, fuse_for_onednn,
-                                            onednn_available)
 from transunet_app.inference.low_res_decoder import LowResolutionUpConvBlock
+from transunet_app.inference.onednn import OneDNNConv2d, OneDNNLinear, fuse_for_onednn, onednn_available
 from transunet_app.inference.optimize import Float32Island, prepare_for_inference
 from transunet_app.models import build_model
 

@@ -13,8 +13,7 @@ from torch import nn
 
 from transunet_app.inference.low_res_decoder import LowResolutionUpConvBlock
 from transunet_app.inference.onednn import OneDNNConv2d, OneDNNLinear, onednn_available
-from transunet_app.inference.optimize import (Float32Head, Float32Island, GreyStemConv,
-                                              find_stem, prepare_for_inference)
+from transunet_app.inference.optimize import Float32Head, Float32Island, GreyStemConv, find_stem, prepare_for_inference
 from transunet_app.models import build_model
 
 CPU = torch.device("cpu")

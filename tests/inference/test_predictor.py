@@ -1,8 +1,6 @@
 """Predictor internals: resizing, batching, precision, TTA, post-processing, input checks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -10,10 +8,15 @@ import torch
 from transunet_app.checkpoint import model_from_checkpoint
 from transunet_app.data.geometry import plan_reorientation
 from transunet_app.data.io import Image
-from transunet_app.errors import CheckpointError, UserError
-from transunet_app.inference import (SlicePredictor, check_input, fold_batch_norm,
-                                     fold_weight_standardization,
-                                     keep_largest_component, segment_image)
+from transunet_app.errors import CheckpointError
+from transunet_app.inference import (
+    SlicePredictor,
+    check_input,
+    fold_batch_norm,
+    fold_weight_standardization,
+    keep_largest_component,
+    segment_image,
+)
 
 from .conftest import IMG_SIZE, small_phantom, tiny_checkpoint_dict
 

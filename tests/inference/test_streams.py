@@ -84,9 +84,10 @@ def test_default_streams():
 def test_segment_canonical_gives_the_same_results_on_one_or_two_streams():
     import numpy as np
 
-    from .conftest import tiny_checkpoint_dict
     from transunet_app.checkpoint import model_from_checkpoint
     from transunet_app.inference.predictor import ConfidenceAccumulator, SlicePredictor
+
+    from .conftest import tiny_checkpoint_dict
 
     ckpt = tiny_checkpoint_dict()
     volume = np.random.default_rng(0).normal(40, 120, (11, 40, 36)).astype(np.float32)

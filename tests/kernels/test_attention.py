@@ -227,8 +227,8 @@ def test_bf16_inference_models_run_the_kernel(kernel, monkeypatch, name):
     """The prepared bf16 model's attention goes through the kernel (written straight into the
     projection's (B, N, C) input) and gives SDPA's result to bf16 rounding; float32 and
     autograd keep their paths."""
-    from transunet_app.inference.optimize import prepare_for_inference
     from transunet_app.fast_layers import attention as fast_attention
+    from transunet_app.inference.optimize import prepare_for_inference
     from transunet_app.models import build_model, layers
 
     torch.manual_seed(0)

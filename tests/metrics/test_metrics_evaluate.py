@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from medpy import metric
 
-from transunet_app.metrics.evaluate import (evaluate_case, evaluate_organ,
-                                            json_safe, summarize)
+from transunet_app.metrics.evaluate import evaluate_case, evaluate_organ, json_safe, summarize
 from transunet_app.metrics.overlap import dice, volume_ml
 
 
@@ -61,7 +60,6 @@ def test_volume_ml():
 # --- conventions ------------------------------------------------------------------------------
 
 def _case(shape=(12, 16, 14), seed=0, blob=None):
-    rng = np.random.default_rng(seed)
     gt = np.zeros(shape, np.uint8)
     pred = np.zeros(shape, np.uint8)
     gt[2:8, 3:10, 2:9] = 1

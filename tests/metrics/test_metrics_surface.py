@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 from medpy.metric import binary as medpy_binary
 
-from transunet_app.metrics.surface import (assd, hausdorff_distance, hd95, hd95_max_directed,
-                                           mask_surfaces, normalized_surface_dice,
-                                           surface_distances)
+from transunet_app.metrics.surface import (
+    assd,
+    hausdorff_distance,
+    hd95,
+    hd95_max_directed,
+    mask_surfaces,
+    normalized_surface_dice,
+    surface_distances,
+)
 
 SPACINGS = [None, (1.0, 1.0, 1.0), (2.5, 0.7, 0.9), (0.8, 0.8, 5.0)]
 
@@ -119,8 +125,7 @@ def _monai_inputs(pred, gt):
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.7, 0.9)])
 def test_cross_check_with_monai(blob, spacing):
-    from monai.metrics import (compute_average_surface_distance, compute_hausdorff_distance,
-                               compute_surface_dice)
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
     pred, gt = blob((16, 22, 20), 11), blob((16, 22, 20), 12)
     p, g = _monai_inputs(pred, gt)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from transunet_app.models import build_encoder, build_model, list_models
-from ..fidelity.float64_depthwise import Float64DepthwiseConv2d, float64
 
+from ..fidelity.float64_depthwise import Float64DepthwiseConv2d, float64
 from .encoder_checks import check_full_model_bf16, parameters_without_gradient
 
 # A 1-block-per-stage CvT-13 keeps the behaviour tests fast; the variants' own sizes are

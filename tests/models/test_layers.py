@@ -62,7 +62,8 @@ def test_group_norm_layer_with_autograd_gets_gradients():
 def test_channels_last_group_norm_gradients_in_float64(shape, groups):
     """The analytic backward against finite differences, for input, weight and bias."""
     gn = _norm(groups, shape[1], torch.float64)
-    gn.weight.requires_grad_(); gn.bias.requires_grad_()
+    gn.weight.requires_grad_()
+    gn.bias.requires_grad_()
     x = (torch.randn(shape, dtype=torch.float64) + 2).contiguous(
         memory_format=torch.channels_last).requires_grad_()
     assert torch.autograd.gradcheck(lambda t, w, b: channels_last_group_norm(t, groups, w, b, 1e-6),

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from transunet_app.testing import golden
-from transunet_app.testing.google_npz import write_npz
 from transunet_app.errors import CheckpointError
 from transunet_app.models import build_encoder, build_model, load_pretrained
+from transunet_app.testing import golden
+from transunet_app.testing.google_npz import write_npz
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fidelity" / "golden"
 

@@ -42,7 +42,6 @@ def write_ct_series(folder: Path, ct: np.ndarray, labels: np.ndarray, affine_ras
         spacing_scale: multiply the (i, j) voxel spacing (non-square pixels when unequal).
         scramble: random file names and InstanceNumbers (file order says nothing).
     """
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -52,7 +51,7 @@ def write_ct_series(folder: Path, ct: np.ndarray, labels: np.ndarray, affine_ras
     aff[:3, 0] *= spacing_scale[0]
     aff[:3, 1] *= spacing_scale[1]
     lps = LPS_FROM_RAS @ aff
-    I, J, K = ct.shape
+    I, J, K = ct.shape  # noqa: E741 (voxel indices I, J, K as in the DICOM standard)
     study_uid = study_uid or generate_uid()
     series_uid, frame_uid = generate_uid(), generate_uid()
     order = rng.permutation(K) if scramble else np.arange(K)

@@ -4,7 +4,6 @@ and a failure leaves none of a case's outputs."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np

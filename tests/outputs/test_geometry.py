@@ -10,7 +10,6 @@ geometry the test wrote (not the product's) and rasterised: Dice >= 0.97 per org
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from transunet_app.data.io import read_image
 from transunet_app.data.labels import load_label_spec
@@ -102,8 +101,9 @@ def test_seg_and_rtstruct_read_back_on_the_source_grid(layout, tmp_path):
 
 def test_rtstruct_keeps_holes_and_islands(hfs_series, tmp_path):
     """A ring (hole) and two islands on one slice come back as such (even-odd rule)."""
-    from transunet_app.outputs.rtstruct import slice_contours
     from skimage.draw import polygon2mask
+
+    from transunet_app.outputs.rtstruct import slice_contours
 
     mask = np.zeros((40, 50), bool)
     mask[5:25, 5:25] = True

@@ -103,7 +103,7 @@ def test_snomed_table_matches_pydicom_code_dictionary():
     table = read_snomed()
     assert set(table) == set(load_label_spec()["classes"][1:])  # one entry per Synapse organ
     anatomical = codes.cid7150.AnatomicalStructure
-    for name, entry in table.items():
+    for _name, entry in table.items():
         assert (entry["category"]["code"], entry["category"]["scheme"]) == (anatomical.value, "SCT")
     by_name = {"aorta": codes.SCT.Aorta, "gallbladder": codes.SCT.Gallbladder,
                "liver": codes.SCT.Liver, "pancreas": codes.SCT.Pancreas,

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from transunet_app.report.colors import ORGAN_COLORS, organ_color
-from transunet_app.report.figures import (_axial, box_plot_png, choose_axial_slices,
-                                          choose_coronal_slice, overlay_pngs, to_ras)
+from transunet_app.report.figures import (
+    _axial,
+    box_plot_png,
+    choose_axial_slices,
+    choose_coronal_slice,
+    overlay_pngs,
+    to_ras,
+)
 
 from .conftest import AFFINE, make_phantom
 

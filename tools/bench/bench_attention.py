@@ -62,9 +62,9 @@ def main() -> None:
         flops = 4 * B * H * N * N * D
         ref = torch.softmax(q.double() @ k.double().transpose(-2, -1) * scale, -1) @ v.double()
         variants = {
-            "SDPA (flash)": lambda: F.scaled_dot_product_attention(q, k, v),
-            "explicit bf16": lambda: torch.softmax(q @ k.transpose(-2, -1) * scale, -1) @ v,
-            "ours": lambda: fast_attention.attention(q, k, v),
+            "SDPA (flash)": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v),
+            "explicit bf16": lambda q=q, k=k, v=v, scale=scale: torch.softmax(q @ k.transpose(-2, -1) * scale, -1) @ v,
+            "ours": lambda q=q, k=k, v=v: fast_attention.attention(q, k, v),
         }
         errs = {name: errors(fn(), ref) for name, fn in variants.items()}
         for threads in args.threads:

@@ -38,8 +38,8 @@ def main() -> int:
     args = ap.parse_args()
 
     import nibabel as nib
-
     from outputs.dicom_builder import write_ct_series
+
     from transunet_app import __version__
     from transunet_app.data.io import read_image
     from transunet_app.data.labels import SYNAPSE_CLASSES_FALLBACK
@@ -48,7 +48,7 @@ def main() -> int:
     data = ROOT.parent / "shared" / "data"
     ct = nib.load(str(data / "ct_abdomen_3mm.nii.gz"))
     lab = nib.load(str(data / "ct_abdomen_3mm_labels.nii.gz"))
-    I, J, K = ct.shape
+    I, J, K = ct.shape  # noqa: E741 (voxel indices I, J, K)
     n, s = args.slices, args.size
     ii = np.minimum((np.arange(s) * I / s).astype(int), I - 1)
     jj = np.minimum((np.arange(s) * J / s).astype(int), J - 1)

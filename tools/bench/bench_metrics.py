@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                                  args.medpy_repeats, warmup=False)  # pure numpy/scipy: no warm-up
         rows.append(("medpy.metric.binary.hd95", t_medpy, v_medpy))
 
-    print(f"\n| method | time (s) | HD95 (mm) |\n|---|---:|---:|")
+    print("\n| method | time (s) | HD95 (mm) |\n|---|---:|---:|")
     for name, t, v in rows:
         print(f"| {name} | {t:.3f} | {v:.6f} |")
     print()

@@ -3,7 +3,8 @@
     python tools/bench/bench_model.py [--models R50-ViT-B_16 ViT-B_16 ...] [--batches 1 8] [--rounds 5] [--modes ...]
 
 For each model at 224x224 (1-channel input, 9 classes, eval mode, ``inference_mode`` (autocast:
-``no_grad``, which keeps autocast's weight cache), ``channels_last``): parameter count, forward GFLOPs per slice (``FlopCounterMode``: 2 x MACs of
+``no_grad``, which keeps autocast's weight cache), ``channels_last``): parameter count, forward
+GFLOPs per slice (``FlopCounterMode``: 2 x MACs of
 matmuls, convolutions and attention), and seconds per slice at each batch size in three modes:
 fp32, bf16 autocast (the training-time model), and bf16-inference (the model as ``segment``
 runs it: weights standardised, BatchNorms folded and cast to bf16 once). The achieved GFLOP/s

@@ -35,7 +35,8 @@ Parts (``--parts``, default ``peak,speed,startup,memory``; ``dice`` on request):
   process's CPU time: CPU seconds barely grow when other jobs take the cores, so their ratio
   is steadier on a shared machine, but serial parts such as scipy's zoom count once, not per
   core), the speed-up per round, and the quietest whole-chunk turn of each pipeline (seconds
-  per slice: the steady-state ratio of a quiet machine, without the file read and write). Also checked: both sides hold identical weights (the same
+  per slice: the steady-state ratio of a quiet machine, without the file read and write).
+  Also checked: both sides hold identical weights (the same
   input slice gives the same logits), and how many voxels of the fp32 labels agree with the
   reference (they differ only where cubic-vs-bilinear resize and label-vs-logit resizing
   move a boundary).
@@ -66,7 +67,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 
 PIPELINES = ("reference", "segment fp32", "segment bf16")
 

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared" / "data"
@@ -251,9 +250,9 @@ def official_init(repo: str, img_size: int) -> tuple[torch.nn.Module, dict]:
     """The official ``VisionTransformer`` from a local checkout of Beckschen/TransUNet (seeded
     init), and the same weights in this project's model (``load_pretrained`` of the official
     state dict, as a user converts an official checkpoint): every loop starts from them."""
-    from transunet_app.models import build_model, load_pretrained
-
     from bench_segment import build_official  # tools/bench, the script's folder
+
+    from transunet_app.models import build_model, load_pretrained
 
     torch.manual_seed(1234)
     official = build_official(repo, img=img_size, num_classes=9)

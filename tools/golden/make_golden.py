@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import sys
 
-import numpy as np
 import torch
 from golden_cli import recording_plan, write_case  # tools/golden, the script's folder
 

@@ -35,10 +35,10 @@ def _evaluate_pair(case, pred_path, gt_path, labels_yaml, convention, resample, 
     """One case, in a worker process or inline. Returns the case's JSON-ready dict."""
     import numpy as np
 
-    from ..errors import UserError
     from ..data.geometry import resample_nearest, same_grid
     from ..data.io import read_label_map
     from ..data.labels import labels_to_json, resolve_labels
+    from ..errors import UserError
     from ..metrics.evaluate import evaluate_case
 
     pred = read_label_map(pred_path, "prediction")
@@ -160,9 +160,9 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from ..errors import UserError
     from ..data.files import atomic_write_text, pair_cases
     from ..data.labels import read_labels_yaml
+    from ..errors import UserError
 
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be at least 1")

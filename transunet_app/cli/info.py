@@ -14,12 +14,10 @@ def run(args) -> int:
 
     import torch
 
-    from .. import __version__
+    from .. import __version__, capabilities
+    from ..kernels import attention
     from ..models import build_model, count_parameters, list_models
     from ..models.registry import get_spec
-
-    from .. import capabilities
-    from ..kernels import attention
 
     print(f"transunet-app {__version__}  torch {torch.__version__}  python {platform.python_version()}")
     cap = torch.backends.cpu.get_cpu_capability()

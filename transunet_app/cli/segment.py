@@ -206,7 +206,8 @@ def _check_hospital_options(args, inputs, class_names=None) -> None:
 
 
 def _segmenter_kwargs(args) -> dict:
-    return {"checkpoint": args.checkpoint, "model": getattr(args, "model", None), "device": args.device, "precision": args.precision,
+    return {"checkpoint": args.checkpoint, "model": getattr(args, "model", None), "device": args.device,
+            "precision": args.precision,
             "batch_size": args.batch_size, "tta": args.tta, "expected_classes": args.num_classes,
             "streams": args.streams}
 
@@ -321,7 +322,7 @@ def run(args) -> int:
     summary = (f"segment: {done} segmented, {skipped} skipped, {len(failures)} failed "
                f"(of {len(pairs)} inputs)")
     print(summary, file=sys.stderr if failures else sys.stdout, flush=True)
-    for src, msg in failures:
+    for _src, msg in failures:
         print(f"  failed: {msg}", file=sys.stderr)
     return 1 if failures else 0
 

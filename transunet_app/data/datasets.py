@@ -19,8 +19,7 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from . import labels as labels_mod
 from .intensity import HU_WINDOW
-from .layout import (DATASET_YAML, INCOMPLETE_MARKER, LISTS_DIR, TEST_DIR, TEST_LIST, TRAIN_DIR,
-                     TRAIN_LIST)
+from .layout import DATASET_YAML, INCOMPLETE_MARKER, LISTS_DIR, TEST_DIR, TEST_LIST, TRAIN_DIR, TRAIN_LIST
 
 _SLICE_RE = re.compile(r"^(?P<case>.+)_slice(?P<slice>\d+)$")
 

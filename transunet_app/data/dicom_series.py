@@ -229,7 +229,8 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
     dup = np.flatnonzero(gaps < 1e-3)
     if dup.size:
         a, b = members[dup[0]][0].name, members[dup[0] + 1][0].name
-        raise UserError(f"{label}: several files share a slice position ({a} and {b} at {along[dup[0]]:.2f} mm along the "
+        raise UserError(f"{label}: several files share a slice position ({a} and {b} at "
+                        f"{along[dup[0]]:.2f} mm along the "
                         f"normal); duplicate or multi-phase series, pass --series or remove them")
     extent = positions[-1] - positions[0]
     sin_tilt = np.linalg.norm(np.cross(extent / np.linalg.norm(extent), normal))

@@ -116,7 +116,8 @@ def split_cases(names: list[str], test_fraction: float = 0.2, seed: int = 0) -> 
 
 
 def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, labels_yaml: str | os.PathLike | None = None,
-                   splits_yaml: str | os.PathLike | None = None, splits: dict | None = None, test_fraction: float = 0.2, seed: int = 0,
+                   splits_yaml: str | os.PathLike | None = None, splits: dict | None = None,
+                   test_fraction: float = 0.2, seed: int = 0,
                    hu_window: tuple[float, float] = HU_WINDOW, overwrite: bool = False, progress: bool = False,
                    report_skip: Callable[[str, str], None] | None = None, synthetic: bool = False,
                    source_extra: dict | None = None, _output_checked: bool = False) -> PrepareReport:

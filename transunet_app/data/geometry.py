@@ -188,7 +188,8 @@ def same_grid(affine_a: np.ndarray, shape_a: tuple, affine_b: np.ndarray, shape_
     shape_b = tuple(int(s) for s in shape_b[:3])
     if shape_a != shape_b:
         return False, f"shapes differ: {shape_a} vs {shape_b}"
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape_a[0] - 1) for j in (0, shape_a[1] - 1) for k in (0, shape_a[2] - 1)])
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape_a[0] - 1) for j in (0, shape_a[1] - 1)
+                        for k in (0, shape_a[2] - 1)])
     pa = corners @ np.asarray(affine_a, dtype=np.float64).T
     pb = corners @ np.asarray(affine_b, dtype=np.float64).T
     shift = float(np.abs(pa - pb)[:, :3].max())

@@ -326,7 +326,8 @@ def _from_sitk(img, path: Path, meta: dict) -> Image:
     import SimpleITK as sitk
 
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise UserError(f"{path}: {img.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image); expected a grey-value volume")
+        raise UserError(f"{path}: {img.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector "
+                        f"image); expected a grey-value volume")
     dim = img.GetDimension()
     if dim == 2:
         raise UserError(f"{path}: 2D image of size {tuple(img.GetSize())}; expected a 3D volume")
@@ -354,7 +355,8 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
         extra = array.shape[3:]
         n_volumes = int(np.prod(extra))
         if n_volumes > 1:
-            raise UserError(f"{path}: {array.ndim}D image with {n_volumes} volumes (shape {array.shape}); expected a single 3D volume")
+            raise UserError(f"{path}: {array.ndim}D image with {n_volumes} volumes (shape {array.shape}); "
+                            f"expected a single 3D volume")
         array = array.reshape(array.shape[:3])
     if array.ndim < 3:
         raise UserError(f"{path}: {array.ndim}D image of shape {array.shape}; expected a 3D volume")

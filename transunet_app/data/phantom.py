@@ -340,7 +340,8 @@ def _image_formation(rng, hu: np.ndarray, spacing: tuple) -> np.ndarray:
 
 
 def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size: str = "small",
-                    matrix: int | None = None, slices: int | None = None, test_fraction: float = 0.25, overwrite: bool = False, progress: bool = False,
+                    matrix: int | None = None, slices: int | None = None, test_fraction: float = 0.25,
+                    overwrite: bool = False, progress: bool = False,
                     report_skip: Callable[[str, str], None] | None = None):
     """Write a synthetic dataset: raw NIfTI cases and the prepared training layout.
 
@@ -367,8 +368,8 @@ def prepare_phantom(out: str | os.PathLike, cases: int = 8, seed: int = 0, size:
     """
     from tqdm import tqdm
 
-    from .folders import prepare_folder
     from .files import atomic_write
+    from .folders import prepare_folder
     from .io import write_nifti
     from .layout import ensure_output_dir
 

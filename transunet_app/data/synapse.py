@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
-from . import geometry, labels as labels_mod
+from . import geometry
+from . import labels as labels_mod
 from .intensity import HU_WINDOW, window_to_unit
 from .io import Image, read_image
 from .layout import LayoutWriter, base_info, ensure_output_dir
@@ -71,7 +72,8 @@ class PrepareReport:
 
 
 def preprocess_case(image: Image, label: Image, spec: dict,
-                    hu_window: tuple[float, float] = HU_WINDOW) -> tuple[np.ndarray, np.ndarray, geometry.Reorientation]:
+                    hu_window: tuple[float, float] = HU_WINDOW,
+                    ) -> tuple[np.ndarray, np.ndarray, geometry.Reorientation]:
     """Turn one CT/label pair into canonical normalised arrays.
 
     Args:

@@ -101,133 +101,155 @@ class Trainer:
     """
 
     def __init__(self, config: Config, output_dir: str | os.PathLike, resume: bool = False):
-        from ..data.datasets import SynapseSlices, SynapseVolumes
-        from ..data.transforms import SliceAugment
-        from ..fast_layers import use_training_fast_paths
-        from ..models import build_model, load_pretrained
-
         self.cfg = config
         self.out = Path(output_dir)
         self.ctx = dist_mod.setup(config.train.device)
         try:
             self._check_output(resume)
-            t = config.train
-            if t.cpu_threads:
-                torch.set_num_threads(t.cpu_threads)
-            if t.deterministic:
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-                torch.use_deterministic_algorithms(True, warn_only=self.ctx.device.type == "cuda")
-                torch.backends.cudnn.benchmark = False
-            elif self.ctx.device.type == "cuda":
-                torch.backends.cudnn.benchmark = True
-            if t.batch_size % self.ctx.world_size:
-                raise UserError(f"train.batch_size={t.batch_size} is not divisible by the "
-                                f"{self.ctx.world_size} processes")
-            self.rank_batch = t.batch_size // self.ctx.world_size
-
-            # ---- data
-            slices = SynapseSlices(config.data.root, split=config.data.train_split)
-            self.info = slices.info
-            self.classes = list(self.info["classes"])
-            k = config.model.num_classes or len(self.classes)
-            if k != len(self.classes):
-                raise UserError(f"model.num_classes={k} but {config.data.root} has {len(self.classes)} classes "
-                                f"({', '.join(self.classes)})")
-            aug = config.augment
-            augment = SliceAugment(config.data.img_size, aug.enabled, aug.p_rot_flip, aug.p_rotate, aug.max_angle,
-                                   config.data.image_interpolation)
-            self.train_set = AugmentedSlices(slices, augment, t.seed)
-            self.sampler = ResumableSampler(len(slices), self.ctx.world_size, self.ctx.rank, seed=t.seed)
-            self.loader = make_loader(self.train_set, self.sampler, self.rank_batch, config.data.num_workers,
-                                      pin_memory=self.ctx.device.type == "cuda")
-            self.iters_per_epoch = math.ceil(self.sampler.per_epoch / self.rank_batch)
-            if t.max_iterations > 0:
-                self.max_iterations = t.max_iterations
-            else:
-                self.max_iterations = t.max_epochs * self.iters_per_epoch
-            self.max_epochs = math.ceil(self.max_iterations / self.iters_per_epoch)
-            self.val_volumes = None
-            if config.val.source != "none" and config.val.every_epochs > 0 and self.ctx.is_main:
-                if config.val.source == "volumes":
-                    self.val_volumes = SynapseVolumes(config.data.root, split=config.val.split)
-                else:
-                    self.val_volumes = slice_volumes(SynapseSlices(config.data.root, split=config.val.split))
-                if len(self.val_volumes) == 0:
-                    raise UserError(f"{config.data.root}: validation split '{config.val.split}' is empty "
-                                    f"(set val.source=none to train without validation)")
-
-            # ---- model, optimisation
-            torch.manual_seed(t.seed)
-            m = config.model
-            try:
-                model = build_model(m.name, k, img_size=config.data.img_size, **m.overrides)
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"model: cannot build {m.name!r}: {exc}") from None
-            # The one place training switches on the fast layers (15-bit dropout, channels-last
-            # GroupNorm with its own backward, explicit attention products): same parameters.
-            use_training_fast_paths(model)
-            self.pretrained_report = None
-            if m.pretrained and not resume:
-                try:
-                    self.pretrained_report = load_pretrained(model, m.pretrained)
-                except UserError as exc:
-                    raise UserError(f"model.pretrained: {exc} (set model.pretrained=null to train from "
-                                    f"scratch)") from None
-            # Dropout streams differ per rank (different data); rank 0 keeps the seed itself.
-            torch.manual_seed(t.seed + self.ctx.rank)
-            model.to(self.ctx.device)
-            if t.channels_last:
-                model.to(memory_format=torch.channels_last)
-            self.model = model
-            self.amp_dtype = resolve_amp(t.amp, self.ctx.device)
-            note = amp_warning(t.amp, self.ctx.device)
-            if note and self.ctx.is_main:
-                print(f"train: warning: {note}", file=sys.stderr, flush=True)
-            self.ddp = None
-            if self.ctx.distributed:
-                from torch.nn.parallel import DistributedDataParallel
-
-                ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-                self.ddp = DistributedDataParallel(model, device_ids=ids)
-            o, s = config.optim, config.schedule
-            self.optimizer = build_optimizer(model, o.name, o.lr, o.weight_decay, o.momentum, o.nesterov, o.betas,
-                                             o.eps, o.no_decay_norm_bias)
-            warmup = int(round(s.warmup_epochs * self.iters_per_epoch))
-            self.scheduler = build_scheduler(self.optimizer, self.max_iterations, s.name, s.power, warmup,
-                                             s.min_lr, o.lr)
-            self.scaler = torch.amp.GradScaler(self.ctx.device.type,
-                                               enabled=self.amp_dtype == torch.float16)
-            self.criterion = DiceCELoss(config.loss.ce_weight, config.loss.dice_weight)
-
-            # ---- state
-            self.iteration = 0
-            self.epoch = 0
-            self.batch_in_epoch = 0
-            self.best_metric = -math.inf
-            self.best_iteration = -1
-            self.val_history: list[dict] = []
-            self.resumed_from = None
-            self.saved_iteration = 0  # iteration of the newest valid last.pt (0: none yet)
-            self._pending_error: str | None = None
-            if resume:
-                self._load_last()
-            self.log = NullLog()
-            if self.ctx.is_main:
-                self._write_config()
-                self.log = RunLog(self.out, config.log.tensorboard,
-                                  purge_step=self.iteration + 1 if self.resumed_from else None)
-                if self.resumed_from:
-                    self.log.line({"event": "resume", "iteration": self.iteration, "from": str(self.resumed_from)})
-                else:
-                    if self.pretrained_report is not None:
-                        self.log.line({"event": "pretrained", "summary": self.pretrained_report.summary()})
-                    self.log.line({"event": "start", "max_iterations": self.max_iterations,
-                                   "iters_per_epoch": self.iters_per_epoch, "world_size": self.ctx.world_size,
-                                   "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
-                                   "device": str(self.ctx.device)})
+            self._set_up_torch()
+            # built in this order: the seeds make a run (and its resume) reproducible
+            self._build_data()
+            self._build_model(resume)
+            self._build_optimisation()
+            self._start_or_resume(resume)
         except BaseException:
             dist_mod.teardown(self.ctx)
             raise
+
+    def _set_up_torch(self) -> None:
+        """Threads, determinism, and the per-rank batch."""
+        t = self.cfg.train
+        if t.cpu_threads:
+            torch.set_num_threads(t.cpu_threads)
+        if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=self.ctx.device.type == "cuda")
+            torch.backends.cudnn.benchmark = False
+        elif self.ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if t.batch_size % self.ctx.world_size:
+            raise UserError(f"train.batch_size={t.batch_size} is not divisible by the "
+                            f"{self.ctx.world_size} processes")
+        self.rank_batch = t.batch_size // self.ctx.world_size
+
+    def _build_data(self) -> None:
+        """Training slices, their sampler and loader, the schedule's length, validation volumes."""
+        from ..data.datasets import SynapseSlices, SynapseVolumes
+        from ..data.transforms import SliceAugment
+
+        config, t = self.cfg, self.cfg.train
+        slices = SynapseSlices(config.data.root, split=config.data.train_split)
+        self.info = slices.info
+        self.classes = list(self.info["classes"])
+        k = config.model.num_classes or len(self.classes)
+        if k != len(self.classes):
+            raise UserError(f"model.num_classes={k} but {config.data.root} has {len(self.classes)} classes "
+                            f"({', '.join(self.classes)})")
+        aug = config.augment
+        augment = SliceAugment(config.data.img_size, aug.enabled, aug.p_rot_flip, aug.p_rotate, aug.max_angle,
+                               config.data.image_interpolation)
+        self.train_set = AugmentedSlices(slices, augment, t.seed)
+        self.sampler = ResumableSampler(len(slices), self.ctx.world_size, self.ctx.rank, seed=t.seed)
+        self.loader = make_loader(self.train_set, self.sampler, self.rank_batch, config.data.num_workers,
+                                  pin_memory=self.ctx.device.type == "cuda")
+        self.iters_per_epoch = math.ceil(self.sampler.per_epoch / self.rank_batch)
+        if t.max_iterations > 0:
+            self.max_iterations = t.max_iterations
+        else:
+            self.max_iterations = t.max_epochs * self.iters_per_epoch
+        self.max_epochs = math.ceil(self.max_iterations / self.iters_per_epoch)
+        self.val_volumes = None
+        if config.val.source != "none" and config.val.every_epochs > 0 and self.ctx.is_main:
+            if config.val.source == "volumes":
+                self.val_volumes = SynapseVolumes(config.data.root, split=config.val.split)
+            else:
+                self.val_volumes = slice_volumes(SynapseSlices(config.data.root, split=config.val.split))
+            if len(self.val_volumes) == 0:
+                raise UserError(f"{config.data.root}: validation split '{config.val.split}' is empty "
+                                f"(set val.source=none to train without validation)")
+
+    def _build_model(self, resume: bool) -> None:
+        """The model (pretrained weights unless resuming), on its device, with the training
+        fast layers, autocast type and DDP wrapper."""
+        from ..fast_layers import use_training_fast_paths
+        from ..models import build_model, load_pretrained
+
+        config, t = self.cfg, self.cfg.train
+        k = len(self.classes)
+        torch.manual_seed(t.seed)
+        m = config.model
+        try:
+            model = build_model(m.name, k, img_size=config.data.img_size, **m.overrides)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"model: cannot build {m.name!r}: {exc}") from None
+        # The one place training switches on the fast layers (15-bit dropout, channels-last
+        # GroupNorm with its own backward, explicit attention products): same parameters.
+        use_training_fast_paths(model)
+        self.pretrained_report = None
+        if m.pretrained and not resume:
+            try:
+                self.pretrained_report = load_pretrained(model, m.pretrained)
+            except UserError as exc:
+                raise UserError(f"model.pretrained: {exc} (set model.pretrained=null to train from "
+                                f"scratch)") from None
+        # Dropout streams differ per rank (different data); rank 0 keeps the seed itself.
+        torch.manual_seed(t.seed + self.ctx.rank)
+        model.to(self.ctx.device)
+        if t.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.amp_dtype = resolve_amp(t.amp, self.ctx.device)
+        note = amp_warning(t.amp, self.ctx.device)
+        if note and self.ctx.is_main:
+            print(f"train: warning: {note}", file=sys.stderr, flush=True)
+        self.ddp = None
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=ids)
+
+    def _build_optimisation(self) -> None:
+        """Optimiser, learning-rate schedule, gradient scaler and loss."""
+        config = self.cfg
+        o, s = config.optim, config.schedule
+        self.optimizer = build_optimizer(self.model, o.name, o.lr, o.weight_decay, o.momentum, o.nesterov, o.betas,
+                                         o.eps, o.no_decay_norm_bias)
+        warmup = int(round(s.warmup_epochs * self.iters_per_epoch))
+        self.scheduler = build_scheduler(self.optimizer, self.max_iterations, s.name, s.power, warmup,
+                                         s.min_lr, o.lr)
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.criterion = DiceCELoss(config.loss.ce_weight, config.loss.dice_weight)
+
+    def _start_or_resume(self, resume: bool) -> None:
+        """Counters at zero, or the last checkpoint's state; the run log."""
+        config = self.cfg
+        self.iteration = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_metric = -math.inf
+        self.best_iteration = -1
+        self.val_history: list[dict] = []
+        self.resumed_from = None
+        self.saved_iteration = 0  # iteration of the newest valid last.pt (0: none yet)
+        self._pending_error: str | None = None
+        if resume:
+            self._load_last()
+        self.log = NullLog()
+        if self.ctx.is_main:
+            self._write_config()
+            self.log = RunLog(self.out, config.log.tensorboard,
+                              purge_step=self.iteration + 1 if self.resumed_from else None)
+            if self.resumed_from:
+                self.log.line({"event": "resume", "iteration": self.iteration, "from": str(self.resumed_from)})
+            else:
+                if self.pretrained_report is not None:
+                    self.log.line({"event": "pretrained", "summary": self.pretrained_report.summary()})
+                self.log.line({"event": "start", "max_iterations": self.max_iterations,
+                               "iters_per_epoch": self.iters_per_epoch, "world_size": self.ctx.world_size,
+                               "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+                               "device": str(self.ctx.device)})
 
     # ------------------------------------------------------------------ run folder
 

@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from ..data.transforms import resize_batch
 from ..metrics.overlap import dice
 
+_CPU = torch.device("cpu")
+
 
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, image: torch.Tensor, img_size: int, batch_size: int = 16,
-                   device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
+                   device: torch.device = _CPU, amp_dtype: torch.dtype | None = None,
                    interpolation: str = "bilinear", channels_last: bool = False) -> torch.Tensor:
     """Label map (D, H, W) int64 of a volume (D, H, W) with intensities in [0, 1]."""
     was_training = model.training
@@ -54,7 +56,8 @@ def _predict_batch(model, slab, img_size, out_size, device, interpolation, chann
     return logits.argmax(1).cpu()
 
 
-def organ_dice(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, classes: list[str]) -> dict[str, float]:
+def organ_dice(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray,
+               classes: list[str]) -> dict[str, float]:
     """Dice of every foreground class ``classes[1:]`` (nan where absent from both)."""
     p = np.asarray(pred)
     g = np.asarray(label)
@@ -76,7 +79,7 @@ def summarize(per_case: dict[str, dict[str, float]], classes: list[str]) -> dict
 
 
 def validate(model: torch.nn.Module, volumes, classes: list[str], img_size: int, batch_size: int = 16,
-             device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
+             device: torch.device = _CPU, amp_dtype: torch.dtype | None = None,
              interpolation: str = "bilinear", channels_last: bool = False, keep_prediction_of: int | None = 0):
     """Predict every volume and score it.
 

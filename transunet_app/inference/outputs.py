@@ -35,7 +35,6 @@ from ..data.io import Image, write_nifti
 from ..data.nifti_files import save_nifti
 from ..errors import UserError
 
-
 #: ``segment --output-type`` values (the first is the default).
 OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct", "seg-nrrd")
 #: Types that reference the source DICOM instances (need a DICOM series as input).

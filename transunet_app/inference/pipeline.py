@@ -18,10 +18,17 @@ import torch
 
 from ..errors import CheckpointError, UserError
 from ..outputs.staging import OutputSet, check_free_space, remove_stale
-from .outputs import (OutputPaths, check_writable, estimate_output_bytes, file_sha256, write_json,
-                      write_label_map, write_probabilities)
-from .precision import resolve_precision
 from .hospital import HospitalOutputs
+from .outputs import (
+    OutputPaths,
+    check_writable,
+    estimate_output_bytes,
+    file_sha256,
+    write_json,
+    write_label_map,
+    write_probabilities,
+)
+from .precision import resolve_precision
 
 
 @dataclass
@@ -199,8 +206,8 @@ class Segmenter:
         """
         import time
 
-        from ..data.io import is_nifti_path, read_image
         from ..data import geometry
+        from ..data.io import is_nifti_path, read_image
         from .checks import check_input
         from .volume import segment_image
 

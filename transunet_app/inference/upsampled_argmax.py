@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from ..kernels import upsampled_argmax as native
 
-
 #: Above this share of source cells with disagreeing corners the plain path is cheaper (the
 #: exact path's cost per disagreeing pixel against interpolate + argmax for every pixel breaks
 #: even near 11%: tools/bench/bench_upsampled_argmax.py, BENCHMARKS.md).

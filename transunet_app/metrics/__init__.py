@@ -12,8 +12,15 @@ Every empty-mask rule is written in the docstring of the function that applies i
 from .evaluate import CONVENTIONS, evaluate_case, evaluate_organ, summarize
 from .organ_stats import organ_statistics
 from .overlap import dice, volume_ml
-from .surface import (SurfaceDistances, assd, hausdorff_distance, hd95, hd95_max_directed,
-                      normalized_surface_dice, surface_distances)
+from .surface import (
+                      SurfaceDistances,
+                      assd,
+                      hausdorff_distance,
+                      hd95,
+                      hd95_max_directed,
+                      normalized_surface_dice,
+                      surface_distances,
+)
 
 __all__ = [
     "CONVENTIONS", "SurfaceDistances", "assd", "dice", "evaluate_case",

@@ -42,7 +42,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 _METHODS = ("kdtree", "edt")
 
 

@@ -133,7 +133,8 @@ def read_dicom_seg(path: str | os.PathLike, series) -> tuple[np.ndarray, dict[in
     try:
         seg = hd.seg.segread(str(path))
     except (pydicom.errors.InvalidDicomError, ValueError, AttributeError, KeyError, OSError) as exc:
-        raise UserError(f"{path}: not a DICOM Segmentation ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a DICOM Segmentation ({reason})") from None
     referenced = {uid for _study, _series, uid in seg.get_source_image_uids()}
     missing = [u for u in series.sop_instance_uids if u not in referenced]
     if len(missing) == len(series.sop_instance_uids):

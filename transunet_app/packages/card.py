@@ -56,9 +56,8 @@ class PackageError(UserError):
 
 def label_entries(classes: list[str]) -> list[dict]:
     """``[{"value", "name", "color", "snomed"}]`` for class names by label value (0 = background)."""
-    from ..report.colors import organ_color
-
     from ..outputs.organs import read_snomed
+    from ..report.colors import organ_color
 
     codes = read_snomed()
     out = []

@@ -7,8 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import UserError
 from ..data.files import atomic_write_text
+from ..errors import UserError
 from . import html as H
 from .colors import organ_color
 from .figures import box_plot_png

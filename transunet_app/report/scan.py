@@ -7,11 +7,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import UserError
 from ..data.files import atomic_write_text
 from ..data.geometry import same_grid
 from ..data.io import read_image, read_label_map
 from ..data.labels import read_sidecar, resolve_labels
+from ..errors import UserError
 from ..metrics.evaluate import evaluate_case, json_safe
 from ..metrics.organ_stats import organ_statistics
 from . import html as H

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Optional
 
-from einops import rearrange
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..layers import Attention, DepthwiseConv2d, DropPath, Mlp, resample_abs_pos_embed

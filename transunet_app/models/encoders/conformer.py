@@ -58,9 +58,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from einops import rearrange
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..layers import TransformerBlock

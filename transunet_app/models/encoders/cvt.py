@@ -36,9 +36,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Mapping, Optional, Sequence
 
-from einops import rearrange
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..layers import DepthwiseConv2d, DropPath, Mlp

@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-
-from einops import rearrange
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..layers import TransformerBlock, resample_abs_pos_embed

@@ -27,8 +27,8 @@ def trace(model, example):
 def export_torchscript(source, out: Path, overwrite: bool = False) -> Path:
     import torch
 
-    from . import relative_error
     from ...data.io import atomic_write
+    from . import relative_error
 
     traced = trace(source.model, source.example(batch=2))
     x = source.example(batch=3, seed=1)
