@@ -76,14 +76,15 @@ def checkpoint_nbytes(checkpoint) -> int:
 
 def save_checkpoint(path, checkpoint: dict, overwrite: bool = False,
                     keep_previous: str | os.PathLike | None = None) -> None:
-    """Write atomically: a temp file in the same folder, then ``os.replace`` (the folder is
-    created).
+    """Write through the one atomic write (:func:`transunet_app.data.files.atomic_write`: a
+    temporary file in the same folder, renamed into place); the folder is created.
 
     Args:
         overwrite: replace an existing file (a training run rewriting its ``last.pt``);
             without it an existing file is a :class:`~transunet_app.errors.UserError`.
-        keep_previous: move the file being replaced there first (``last.pt`` ->
-            ``previous.pt``), so a resume has a second valid checkpoint to fall back to.
+        keep_previous: once the new file is completely written, move the file it replaces
+            there (``last.pt`` -> ``previous.pt``), so a resume has a second valid checkpoint
+            to fall back to.
 
     Raises:
         UserError: ``path`` exists and ``overwrite`` is false.
@@ -91,8 +92,9 @@ def save_checkpoint(path, checkpoint: dict, overwrite: bool = False,
             from the tensors' size), or the write failed (full disk, file-size limit, read-only):
             the file at ``path`` is then the previous one, untouched.
     """
+    from .data.files import atomic_write
     from .errors import StorageError, describe_os_error
-    from .outputs.staging import check_free_space, staged_name
+    from .outputs.staging import check_free_space
 
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
@@ -101,8 +103,8 @@ def save_checkpoint(path, checkpoint: dict, overwrite: bool = False,
     os.makedirs(folder, exist_ok=True)
     check_free_space(folder, int(checkpoint_nbytes(checkpoint) * 1.05) + (1 << 20),
                      f"the checkpoint {os.path.basename(path)}")
-    tmp = os.fspath(staged_name(path))
-    try:
+
+    def write(tmp) -> None:
         with open(tmp, "wb") as fh:
             sink = _WriteErrors(fh)
             try:
@@ -114,15 +116,13 @@ def save_checkpoint(path, checkpoint: dict, overwrite: bool = False,
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous is not None and os.path.exists(path):
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise StorageError(f"{describe_os_error(exc, path)}; checkpoint not saved, "
-                               f"{os.path.basename(path)} is the previous one") from None
-        raise
+            os.replace(path, keep_previous)  # only now: the new file is whole
+
+    try:
+        atomic_write(path, write, overwrite=overwrite)
+    except OSError as exc:
+        raise StorageError(f"{describe_os_error(exc, path)}; checkpoint not saved, "
+                           f"{os.path.basename(path)} is the previous one") from None
 
 
 class _WriteErrors:
@@ -147,7 +147,7 @@ def load_checkpoint(path) -> dict:
     """Read and validate one of our checkpoints (safe: ``weights_only=True``).
 
     Tensors are read, not memory-mapped: ``torch.load(mmap=True)`` lowered ``segment``'s
-    start-up peak (796 -> 470 MB, R50-ViT-B_16) but not the run's (the first forward touches
+    start-up peak but not the run's (the first forward touches
     every weight, and the float32 parts of a bf16 model keep the whole mapping alive), and a
     mapped file rewritten in place would crash the run.
 
@@ -174,8 +174,8 @@ def load_checkpoint(path) -> dict:
 class _SkipInPlaceOnMeta(torch.overrides.TorchFunctionMode):
     """In-place ops on meta tensors (weight initialisers: ``normal_``, ``erfinv_``, ``clamp_``,
     ...) return their tensor untouched: a meta tensor has no values to write, and the first
-    use of some of their meta kernels imports torch's reference decompositions (1.4-2.5 s of a
-    ``segment`` start-up, measured)."""
+    use of some of their meta kernels imports torch's reference decompositions (seconds of a
+    ``segment`` start-up)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -125,7 +125,7 @@ class Segmenter:
         self.preprocessing = dict(ckpt["preprocessing"])
         # The model holds the weights themselves (model_from_checkpoint assigns the loaded
         # tensors): dropping the dict lets preparing free each float32 original as it is cast
-        # or folded (start-up peak bf16 939 -> 735 MB, fp32 795 -> 720 MB, R50-ViT-B_16).
+        # or folded (a lower start-up peak: BENCHMARKS.md).
         del ckpt
         orientation = self.preprocessing.get("orientation", "SPL")
         if orientation != "SPL":
@@ -146,7 +146,7 @@ class Segmenter:
         return self._sha256
 
     def _hash_checkpoint_meanwhile(self):
-        """Start hashing the checkpoint (~0.3 s for 400 MB) on a thread as soon as it is loaded,
+        """Start hashing the checkpoint on a thread as soon as it is loaded,
         so the sidecar's SHA-256 (of the file the weights came from) costs no wall time in a
         run; returns the thread (joined by :attr:`checkpoint_sha256`)."""
         import threading

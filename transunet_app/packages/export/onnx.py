@@ -2,8 +2,8 @@
 
 The graph is traced from the plain NCHW float32 model (the package docstring says which former
 fast paths exported as constants) by torch's TorchScript-based exporter, which then gives the eager
-logits to ~4e-7 on the tiny model and exports in seconds (the dynamo exporter gives the same
-accuracy, ~10x slower). Before the file is renamed into place, onnxruntime runs
+logits to ~4e-7 on the tiny model and exports quickly (the dynamo exporter gives the same
+accuracy, much slower). Before the file is renamed into place, onnxruntime runs
 it on a batch of another size than the one traced, and an export whose logits differ from
 torch's by more than :data:`MAX_RELATIVE_ERROR` is refused.
 """
