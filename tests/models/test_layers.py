@@ -202,7 +202,7 @@ def test_trainer_switches_on_the_fast_layers():
 
     from transunet_app.engine import trainer
 
-    assert "use_training_fast_paths(model)" in inspect.getsource(trainer.Trainer.__init__)
+    assert "use_training_fast_paths(model)" in inspect.getsource(trainer.Trainer._build_model)
 
 
 # --------------------------------------------------------------------------- pos embeddings
