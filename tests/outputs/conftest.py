@@ -11,6 +11,7 @@ import pytest
 from transunet_app.checkpoint import save_checkpoint
 from transunet_app.data.labels import load_label_spec
 
+from ..inference.conftest import run_segment  # noqa: F401 (the same in-process CLI fixture)
 from .dicom_builder import write_ct_series
 
 #: The geometry cases of the acceptance list: name -> builder options.
@@ -65,19 +66,6 @@ def synapse_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny_synapse.pt"
     save_checkpoint(path, tiny_checkpoint_dict(seed=3, classes=load_label_spec()["classes"]))
     return path
-
-
-@pytest.fixture
-def run_segment(capsys):
-    """Run ``segment`` in-process: (exit code, stdout, stderr)."""
-    from transunet_app.cli import segment_main
-
-    def run(*argv):
-        code = segment_main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 @pytest.fixture
