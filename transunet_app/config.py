@@ -137,7 +137,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class ValConfig:
-    """Per-organ Dice on held-out volumes every N epochs; chooses ``best.pt``."""
+    """Per-organ Dice (chooses ``best.pt``) and HD95 on held-out volumes every N epochs."""
 
     every_epochs: int = 10
     #: volumes: test_vol_h5 volumes of ``split``; slices: train_npz slices of ``split``
@@ -146,6 +146,9 @@ class ValConfig:
     split: str = "test_vol"
     #: slices per forward pass.
     batch_size: int = 16
+    #: also measure HD95 per organ (mm when the volumes carry their spacing, else voxels);
+    #: it goes to log.jsonl, TensorBoard and best.pt's metrics (the model card reads it there).
+    hd95: bool = True
 
 
 @dataclass(frozen=True)

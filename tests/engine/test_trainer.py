@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from transunet_app.checkpoint import load_checkpoint, model_from_checkpoint
@@ -34,6 +35,14 @@ def test_short_run_writes_self_describing_checkpoints(phantom_root, tmp_path):
     assert ck["config"]["model"]["name"] == "tiny" and ck["config"]["dataset"]["synthetic"] is True
     assert ck["training"] is None and 0.0 <= ck["metrics"]["mean_dice"] <= 1.0
     assert set(ck["metrics"]["per_organ"]) == set(ck["classes"][1:])
+    # HD95 measured by the run's validation, in mm: the prepared phantom volumes carry spacing
+    assert set(ck["metrics"]["hd95"]) == set(ck["classes"][1:])
+    assert "in mm" in ck["metrics"]["hd95_convention"]
+    # (ten iterations rarely find an organ: values are nan until prediction and reference meet)
+    finite = [v for v in ck["metrics"]["hd95"].values() if math.isfinite(v)]
+    assert all(v >= 0 for v in finite)
+    mean = ck["metrics"]["mean_hd95"]
+    assert mean == pytest.approx(sum(finite) / len(finite)) if finite else math.isnan(mean)
     model = model_from_checkpoint(ck)
     probs = model.predict(torch.rand(1, 1, 32, 32))
     assert probs.shape == (1, 9, 32, 32)
@@ -50,6 +59,7 @@ def test_short_run_writes_self_describing_checkpoints(phantom_root, tmp_path):
     assert losses[0]["lr"] == 0.05 and losses[-1]["lr"] < losses[0]["lr"]  # poly decay
     vals = [r for r in records if r.get("event") == "validation"]
     assert [v["epoch"] for v in vals] == [1, 2]
+    assert all(set(v["hd95"]) == set(ck["classes"][1:]) for v in vals)
     events = list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 1000
 
@@ -63,6 +73,17 @@ def test_validation_on_training_slices_and_held_out_without_volumes(phantom_root
     records = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     (val,) = [r for r in records if r.get("event") == "validation"]
     assert val["iteration"] == 3 and len(val["per_organ"]) == 8
+    # stacked training slices carry no spacing: HD95 in voxels, and the convention says so
+    assert len(val["hd95"]) == 8 and "in voxels" in val["hd95_convention"]
+
+
+def test_validation_without_hd95(phantom_root, tmp_path):
+    from transunet_app.engine import train
+
+    out = tmp_path / "nohd"
+    best = train(CONFIG, out, overrides=tiny_overrides(phantom_root, **{
+        "train.max_iterations": 3, "val.hd95": False}))
+    assert "hd95" not in load_checkpoint(best)["metrics"]
 
 
 def test_cli_errors_are_one_line(phantom_root, tmp_path):

@@ -8,6 +8,7 @@ import torch
 
 from transunet_app.checkpoint import make_checkpoint, save_checkpoint
 from transunet_app.data.phantom import CLASSES, make_phantom
+from transunet_app.engine.validate import HD95_CONVENTION
 from transunet_app.models import build_model
 
 IMG_SIZE = 32
@@ -52,7 +53,12 @@ def run_dir(tmp_path_factory) -> Path:
         "".join(f"case000{c}_slice{s:03d}\n" for c in (1, 2, 3) for s in range(4)))
     (data / "lists_Synapse" / "test_vol.txt").write_text("case0008\ncase0009\n")
     per_organ = {name: 0.5 + 0.05 * i for i, name in enumerate(CLASSES[1:])}
+    # HD95 as engine/validate.py reports it: nan where the organ never met its reference
+    hd95 = {name: (float("nan") if name == "pancreas" else 2.0 + i) for i, name in enumerate(CLASSES[1:])}
+    finite = [v for v in hd95.values() if v == v]
     metrics = {"mean_dice": sum(per_organ.values()) / len(per_organ), "per_organ": per_organ,
+               "hd95": hd95, "mean_hd95": sum(finite) / len(finite),
+               "hd95_convention": HD95_CONVENTION.format(unit="mm"),
                "validation": "volumes:test_vol", "iteration": 120, "epoch": 10}
     config = {"model": {"name": "tiny"}, "data": {"root": str(data), "img_size": IMG_SIZE,
                                                    "train_split": "train"},

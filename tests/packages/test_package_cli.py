@@ -48,7 +48,11 @@ def test_package_from_run_folder_writes_the_full_card(cli, run_dir, card_yaml, t
     v = card["validation"]
     assert v["per_organ"]["aorta"]["dice"] == pytest.approx(0.5)
     assert v["per_organ"]["stomach"]["dice"] == pytest.approx(0.85)
-    assert "hd95" in v["per_organ"]["liver"] and v["hd95_convention"]
+    # HD95 and its convention as the run's validation measured them; nan becomes null
+    assert v["per_organ"]["aorta"]["hd95"] == 2.0 and v["per_organ"]["pancreas"]["hd95"] is None
+    assert v["hd95_convention"].startswith("strict:") and "in mm" in v["hd95_convention"]
+    assert v["mean_hd95"] == pytest.approx((2 + 3 + 4 + 5 + 6 + 8 + 9) / 7)
+    assert card["eval_metrics"]["mean_hd95"] == v["mean_hd95"]
     assert "iteration 120" in v["source"]
     assert card["created"]["torch"] == str(torch.__version__)
     assert card["created"]["transunet_app"]
@@ -105,6 +109,9 @@ def test_models_install_list_show_remove(cli, run_dir, card_yaml, home, tmp_path
     code, stdout, err = cli("models", "show", "abdomen-tiny")
     assert code == 0 and "research on abdominal CT" in stdout and "SCT 10200004" in stdout
     assert "unspecified" not in err
+    aorta = next(ln for ln in stdout.splitlines() if " aorta " in ln)
+    assert "Dice 0.500" in aorta and "HD95 2.00" in aorta
+    assert "HD95 convention:  strict:" in stdout
     code, stdout, _ = cli("models", "show", "abdomen-tiny@1.2.0", "--json")
     assert json.loads(stdout)["version"] == "1.2.0"
     code, stdout, _ = cli("models", "remove", "abdomen-tiny")

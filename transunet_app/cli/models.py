@@ -82,7 +82,9 @@ def describe(pkg) -> str:
              f"  training data:    {td.get('dataset')} (cases {td.get('cases')}, split {td.get('split')})",
              f"  preprocessing:    HU window {p.get('hu_window')}, img_size {p.get('img_size')}, "
              f"{p.get('slice_axis')} slices in {p.get('orientation')}",
-             f"  validation:       {v.get('source')}; mean Dice {v.get('mean_dice')}",
+             f"  validation:       {v.get('source')}; mean Dice {v.get('mean_dice')}, "
+             f"mean HD95 {v.get('mean_hd95')}",
+             f"  HD95 convention:  {v.get('hd95_convention')}",
              f"  weights SHA-256:  {pkg.weights_sha256}",
              f"  created:          {c['created'].get('date')} (transunet-app "
              f"{c['created'].get('transunet_app')}, torch {c['created'].get('torch')})",
@@ -90,7 +92,9 @@ def describe(pkg) -> str:
     for e in c["labels"]:
         sn = e.get("snomed")
         code = f"SCT {sn['type']['code']}" if isinstance(sn, dict) else sn
-        dice = v.get("per_organ", {}).get(e["name"], {}).get("dice") if e["value"] else None
+        organ = v.get("per_organ", {}).get(e["name"], {}) if e["value"] else {}
+        dice, hd = organ.get("dice"), organ.get("hd95")
         lines.append(f"    {e['value']:>3} {e['name']:<16} {str(e.get('color')):<8} {str(code):<14}"
-                     + (f" Dice {dice:.3f}" if isinstance(dice, float) else ""))
+                     + (f" Dice {dice:.3f}" if isinstance(dice, float) else "")
+                     + (f" HD95 {hd:.2f}" if isinstance(hd, float) else ""))
     return "\n".join(lines)

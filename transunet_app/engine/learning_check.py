@@ -70,7 +70,8 @@ def learning_check(shared: Path, overrides=()) -> dict:
     """Train on the real CT in a temporary folder and report what the model learnt.
 
     Returns:
-        ``{"mean_dice", "per_organ": {organ: Dice}, "cpu_minutes", "wall_minutes",
+        ``{"mean_dice", "per_organ": {organ: Dice}, "hd95": {organ: HD95} (or None),
+        "hd95_convention", "cpu_minutes", "wall_minutes",
         "validations": [(iteration, mean Dice), ...], "overrides"}`` from the best checkpoint
         and the run log; ``{"skipped": why}`` when the CT sample is absent. CPU minutes are the
         process's user + system time (every thread counted).
@@ -92,5 +93,6 @@ def learning_check(shared: Path, overrides=()) -> dict:
         history = [json.loads(ln) for ln in (work / "run" / "log.jsonl").read_text().splitlines()]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     vals = [(r["iteration"], r["mean_dice"]) for r in history if r.get("event") == "validation"]
-    return {"mean_dice": metrics["mean_dice"], "per_organ": metrics["per_organ"], "cpu_minutes": cpu / 60,
+    return {"mean_dice": metrics["mean_dice"], "per_organ": metrics["per_organ"], "hd95": metrics.get("hd95"),
+            "hd95_convention": metrics.get("hd95_convention"), "cpu_minutes": cpu / 60,
             "wall_minutes": wall / 60, "validations": vals, "overrides": overrides}

@@ -520,13 +520,17 @@ class Trainer:
         if self.ctx.is_main and due:
             summary, example = validate(self.model, self.val_volumes, self.classes, cfg.data.img_size,
                                         cfg.val.batch_size, self.ctx.device, self.amp_dtype,
-                                        cfg.data.image_interpolation, cfg.train.channels_last)
+                                        cfg.data.image_interpolation, cfg.train.channels_last,
+                                        with_hd95=cfg.val.hd95)
             record = {"iteration": self.iteration, "epoch": self.epoch, "mean_dice": summary["mean_dice"],
                       "per_organ": summary["per_organ"]}
+            hd95 = {k: summary[k] for k in ("hd95", "mean_hd95", "hd95_convention") if k in summary}
+            record.update(hd95)
             self.val_history.append(record)
             self.log.line({"event": "validation", **record})
             self.log.scalars(self.iteration, {"mean_dice": summary["mean_dice"], **{
-                f"dice/{k}": v for k, v in summary["per_organ"].items()}}, prefix="val/")
+                f"dice/{k}": v for k, v in summary["per_organ"].items()}, **{
+                f"hd95/{k}": v for k, v in hd95.get("hd95", {}).items()}}, prefix="val/")
             if example is not None:
                 image, label, pred = example
                 z = int(torch.argmax((label > 0).flatten(1).sum(1)))
@@ -535,7 +539,7 @@ class Trainer:
             if math.isfinite(score) and score > self.best_metric:
                 self.best_metric, self.best_iteration = score, self.iteration
                 try:
-                    self._save_best({"mean_dice": score, "per_organ": summary["per_organ"],
+                    self._save_best({"mean_dice": score, "per_organ": summary["per_organ"], **hd95,
                                      "validation": f"{cfg.val.source}:{cfg.val.split}"})
                 except StorageError as exc:  # stop in save_last, all ranks together
                     self._pending_error = str(exc)
@@ -543,7 +547,8 @@ class Trainer:
                 from tqdm import tqdm
 
                 organs = ", ".join(f"{k} {v:.3f}" for k, v in summary["per_organ"].items())
-                tqdm.write(f"epoch {self.epoch} iteration {self.iteration}: mean Dice {score:.4f} ({organs})")
+                hd = f", mean HD95 {summary['mean_hd95']:.2f}" if "mean_hd95" in summary else ""
+                tqdm.write(f"epoch {self.epoch} iteration {self.iteration}: mean Dice {score:.4f}{hd} ({organs})")
         self.save_last()
         if self.ctx.is_main and self.val_volumes is None and final:
             # No validation: the final weights are the best we know.

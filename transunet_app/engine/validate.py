@@ -1,10 +1,17 @@
-"""Validation: slice-wise prediction of whole volumes and per-organ Dice.
+"""Validation: slice-wise prediction of whole volumes, per-organ Dice and HD95.
 
 A volume (D, H, W) is cut into axial slices, resized to the network size, predicted in
 batches, and the logits are resized back to (H, W) (bilinear) before the argmax, so the label
 map is on the volume's own grid. Dice per organ and case follows
 :func:`transunet_app.metrics.overlap.dice` (nan when the organ is absent from both; such
 cases do not enter the organ's mean).
+
+HD95 per organ and case follows :func:`transunet_app.metrics.surface.hd95` (medpy's
+definition, the ``strict`` convention of :mod:`transunet_app.metrics.evaluate`): in mm when
+the volume carries its spacing, in voxels when it does not (the official Synapse download),
+and nan when the organ is missing from the prediction or the reference (a distance to nothing
+is undefined; Dice already scores those cases as 0). The organ's mean skips those cases and
+:data:`HD95_CONVENTION` says so, so a model card never mixes conventions silently.
 """
 from __future__ import annotations
 
@@ -17,6 +24,12 @@ import torch.nn.functional as F
 
 from ..data.transforms import resize_batch
 from ..metrics.overlap import dice
+from ..metrics.surface import hd95
+
+#: How the validation HD95 is measured; ``{unit}`` is "mm" or "voxels".
+HD95_CONVENTION = ("strict: 95th percentile of the concatenated symmetric surface distances "
+                   "(medpy hd95), in {unit}, per case where the organ is in both prediction and "
+                   "reference, mean over those cases")
 
 _CPU = torch.device("cpu")
 
@@ -64,38 +77,82 @@ def organ_dice(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray
     return {name: dice(p == k, g == k) for k, name in enumerate(classes) if k > 0}
 
 
-def summarize(per_case: dict[str, dict[str, float]], classes: list[str]) -> dict:
-    """``{"per_organ": {organ: mean over cases}, "mean_dice": mean over organs, "cases": ...}``.
+def organ_hd95(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, classes: list[str],
+               spacing_mm=None) -> dict[str, float]:
+    """HD95 of every foreground class ``classes[1:]``: mm for ``spacing_mm`` (D, H, W) in mm,
+    voxels for None; nan where the organ is missing from either map."""
+    p = np.asarray(pred)
+    g = np.asarray(label)
+    return {name: hd95(p == k, g == k, spacing_mm) for k, name in enumerate(classes) if k > 0}
 
-    Means skip nan; an organ absent from every case is nan and left out of ``mean_dice``.
-    """
-    per_organ = {}
+
+def _mean_per_organ(per_case: dict[str, dict[str, float]], classes: list[str]) -> dict[str, float]:
+    out = {}
     for name in classes[1:]:
         vals = [v[name] for v in per_case.values() if not math.isnan(v[name])]
-        per_organ[name] = float(np.mean(vals)) if vals else float("nan")
-    valid = [v for v in per_organ.values() if not math.isnan(v)]
-    return {"per_organ": per_organ, "mean_dice": float(np.mean(valid)) if valid else float("nan"),
-            "cases": per_case}
+        out[name] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def _mean(values) -> float:
+    valid = [v for v in values if not math.isnan(v)]
+    return float(np.mean(valid)) if valid else float("nan")
+
+
+def summarize(per_case: dict[str, dict[str, float]], classes: list[str],
+              hd95_per_case: dict[str, dict[str, float]] | None = None,
+              hd95_units: set[str] | frozenset = frozenset()) -> dict:
+    """``{"per_organ": {organ: mean Dice over cases}, "mean_dice": mean over organs, "cases": ...}``.
+
+    With ``hd95_per_case`` also ``"hd95"`` ({organ: mean HD95 over cases}), ``"mean_hd95"`` and
+    ``"hd95_convention"``. ``hd95_units`` holds the unit of each case's values ("mm" or
+    "voxels"); when both occur the means would mix units, so they are nan and the convention
+    says why. Means skip nan; an organ absent from every case is nan and left out of the means.
+    """
+    per_organ = _mean_per_organ(per_case, classes)
+    out = {"per_organ": per_organ, "mean_dice": _mean(per_organ.values()), "cases": per_case}
+    if hd95_per_case is not None:
+        if len(hd95_units) > 1:
+            per_hd = {name: float("nan") for name in classes[1:]}
+            convention = ("not averaged: some validation volumes have their spacing (mm) and "
+                          "others do not (voxels)")
+        else:
+            per_hd = _mean_per_organ(hd95_per_case, classes)
+            convention = HD95_CONVENTION.format(unit=next(iter(hd95_units), "voxels"))
+        out.update({"hd95": per_hd, "mean_hd95": _mean(per_hd.values()), "hd95_convention": convention,
+                    "hd95_cases": hd95_per_case})
+    return out
 
 
 def validate(model: torch.nn.Module, volumes, classes: list[str], img_size: int, batch_size: int = 16,
              device: torch.device = _CPU, amp_dtype: torch.dtype | None = None,
-             interpolation: str = "bilinear", channels_last: bool = False, keep_prediction_of: int | None = 0):
+             interpolation: str = "bilinear", channels_last: bool = False, keep_prediction_of: int | None = 0,
+             with_hd95: bool = True):
     """Predict every volume and score it.
 
     Args:
-        volumes: iterable of dicts with ``case``, ``image`` (D, H, W), ``label`` (D, H, W).
+        volumes: iterable of dicts with ``case``, ``image`` (D, H, W), ``label`` (D, H, W) and
+            optionally ``spacing`` (3,) mm for (D, H, W) with ``spacing_known`` (HD95 in mm;
+            without them HD95 is in voxels).
         keep_prediction_of: index of a volume whose (image, label, prediction) is returned for
             a TensorBoard panel (None = none).
+        with_hd95: also measure HD95 per organ (see the module docstring).
 
     Returns:
         ``(summary, example)``: :func:`summarize` output and ``(image, label, pred)`` or None.
     """
-    per_case, example = {}, None
+    per_case, hd_case, units, example = {}, {}, set(), None
     for i, vol in enumerate(volumes):
         pred = predict_volume(model, vol["image"], img_size, batch_size, device, amp_dtype, interpolation,
                               channels_last)
-        per_case[str(vol["case"])] = organ_dice(pred, vol["label"], classes)
+        case = str(vol["case"])
+        per_case[case] = organ_dice(pred, vol["label"], classes)
+        if with_hd95:
+            spacing = vol.get("spacing") if bool(vol.get("spacing_known", False)) else None
+            if spacing is not None:
+                spacing = np.asarray(spacing, dtype=np.float64)
+            units.add("mm" if spacing is not None else "voxels")
+            hd_case[case] = organ_hd95(pred, vol["label"], classes, spacing)
         if keep_prediction_of is not None and i == keep_prediction_of:
             example = (vol["image"], vol["label"], pred)
-    return summarize(per_case, classes), example
+    return summarize(per_case, classes, hd_case if with_hd95 else None, units), example

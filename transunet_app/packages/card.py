@@ -121,8 +121,9 @@ def _validation(metrics: Mapping | None, classes: list[str], training_data: dict
                    f"{training_data['cases']['validation']} cases) at iteration "
                    f"{m.get('iteration')}, epoch {m.get('epoch')}"),
         "mean_dice": _finite(m.get("mean_dice")),
-        # The training engine's validation measures Dice only (engine/validate.py);
-        # HD95 is null rather than invented.
+        # HD95 as engine/validate.py measured it; null where the run did not (runs before HD95
+        # was validated, val.hd95=false, organs never in both maps) rather than invented.
+        "mean_hd95": _finite(m.get("mean_hd95")),
         "per_organ": {name: {"dice": _finite(per.get(name)), "hd95": _finite(m.get("hd95", {}).get(name))
                              if isinstance(m.get("hd95"), dict) else None}
                       for name in classes[1:]},
@@ -197,6 +198,8 @@ def build_card(ckpt: dict, *, user: Mapping | None = None, source: str = "") -> 
         "files": {},
     }
     card["eval_metrics"] = {"mean_dice": card["validation"]["mean_dice"]}
+    if card["validation"].get("mean_hd95") is not None:
+        card["eval_metrics"]["mean_hd95"] = card["validation"]["mean_hd95"]
     card.update(user)
     return card
 
