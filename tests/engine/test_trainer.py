@@ -73,8 +73,9 @@ def test_validation_on_training_slices_and_held_out_without_volumes(phantom_root
     records = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     (val,) = [r for r in records if r.get("event") == "validation"]
     assert val["iteration"] == 3 and len(val["per_organ"]) == 8
-    # stacked training slices carry no spacing: HD95 in voxels, and the convention says so
-    assert len(val["hd95"]) == 8 and "in voxels" in val["hd95_convention"]
+    # the stacked training slices are consecutive and the dataset recorded each case's
+    # spacing: HD95 in mm, and the convention says so
+    assert len(val["hd95"]) == 8 and "in mm" in val["hd95_convention"]
 
 
 def test_validation_without_hd95(phantom_root, tmp_path):

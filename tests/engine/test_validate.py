@@ -90,3 +90,27 @@ def test_validate_can_skip_hd95():
 def test_summarize_without_hd95_keeps_its_old_shape():
     s = summarize({"x": {"a": 0.5, "b": float("nan"), "c": 1.0}}, CLASSES)
     assert set(s) == {"per_organ", "mean_dice", "cases"} and s["mean_dice"] == 0.75
+
+
+class _Slices:
+    """The parts of SynapseSlices that slice_volumes reads."""
+
+    def __init__(self, index, spacing=(2.5, 0.7, 0.7)):
+        self.cases = ["case0001"] * len(index)
+        self.slice_index = list(index)
+        self.info = {"cases": {"case0001": {"spacing": list(spacing)}}}
+
+    def __getitem__(self, i):
+        return {"image": torch.full((4, 4), float(self.slice_index[i])), "label": torch.zeros(4, 4, dtype=torch.int64)}
+
+
+def test_stacked_training_slices_carry_spacing_only_when_consecutive():
+    from transunet_app.engine.data import slice_volumes
+
+    (vol,) = slice_volumes(_Slices([7, 5, 6]))
+    assert vol["image"][:, 0, 0].tolist() == [5.0, 6.0, 7.0]
+    assert vol["spacing_known"] and vol["spacing"].tolist() == [2.5, 0.7, 0.7]
+    (gappy,) = slice_volumes(_Slices([5, 7, 8]))  # a gap: the recorded slice distance is wrong
+    assert "spacing" not in gappy and "spacing_known" not in gappy
+    summary, _ = validate(IntensityToClass(), [gappy], CLASSES, img_size=SIZE)
+    assert "in voxels" in summary["hd95_convention"]

@@ -107,8 +107,11 @@ def slice_volumes(slices) -> list[dict]:
 
     Returns a list of ``{"case", "image" (D, H, W) float32, "label" (D, H, W) int64}`` with the
     slices of each case in slice-index order (cases with slices of different sizes are
-    skipped: they cannot form a volume).
+    skipped: they cannot form a volume). When the dataset recorded the case's spacing and the
+    slices are consecutive (so the recorded slice distance holds between them), the dict also
+    has ``spacing`` (3,) mm and ``spacing_known`` True (validation's HD95 is then in mm).
     """
+    recorded = (getattr(slices, "info", None) or {}).get("cases") or {}
     by_case: dict[str, list[int]] = {}
     for i, case in enumerate(slices.cases):
         by_case.setdefault(case, []).append(i)
@@ -119,6 +122,11 @@ def slice_volumes(slices) -> list[dict]:
         shapes = {tuple(it["image"].shape) for it in items}
         if len(shapes) != 1:
             continue
-        out.append({"case": case, "image": torch.stack([it["image"] for it in items]),
-                    "label": torch.stack([it["label"] for it in items])})
+        vol = {"case": case, "image": torch.stack([it["image"] for it in items]),
+               "label": torch.stack([it["label"] for it in items])}
+        index = [slices.slice_index[i] for i in idx]
+        spacing = (recorded.get(case) or {}).get("spacing")
+        if spacing is not None and index == list(range(index[0], index[0] + len(index))):
+            vol.update(spacing=torch.tensor([float(v) for v in spacing], dtype=torch.float64), spacing_known=True)
+        out.append(vol)
     return out
