@@ -92,19 +92,26 @@ EXERCISED: dict[str, Exercise] = {
         "elsewhere", "tests/cli/test_convert.py::test_convert_official_checkpoint",
         why="command named in prose; its full form above is run verbatim"),
     # -- several machines (tests/faults/test_multinode.py: two torchrun nodes on loopback)
+    "torchrun --nnodes 2 --nproc_per_node 4 --node_rank 0 --master_addr node01 --master_port 29400 "
+    "--max_restarts 0 -m transunet_app train --config configs/synapse_r50_vit_b16.yaml --output /shared/runs/r50 "
+    "data.root=/shared/Synapse": Exercise(
+        "elsewhere", "tests/faults/test_multinode.py::test_lost_node_stops_the_other_then_both_resume",
+        why="slow: the same torchrun flags with --nproc_per_node 1, 127.0.0.1 and the tiny config "
+            "(the static cases train, lose node 0, and resume to the end)"),
     "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node01:29400 --rdzv_id r50 "
     "--max_restarts 0 -m transunet_app train --config configs/synapse_r50_vit_b16.yaml --output /shared/runs/r50 "
     "data.root=/shared/Synapse": Exercise(
         "elsewhere", "tests/faults/test_multinode.py::test_two_nodes_train_the_tiny_config",
         why="slow: the same torchrun flags with --nproc_per_node 1, 127.0.0.1 and the tiny config"),
-    "head=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)": Exercise(
-        "elsewhere", "tests/faults/test_multinode.py::test_lost_node_stops_the_other_then_both_resume",
-        why="SLURM is not available in CI"),
-    "srun torchrun --nnodes $SLURM_NNODES --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint $head:29400 "
-    "--rdzv_id $SLURM_JOB_ID --max_restarts 0 -m transunet_app train --config configs/synapse_r50_vit_b16.yaml "
-    "--output /shared/runs/r50 data.root=/shared/Synapse": Exercise(
-        "elsewhere", "tests/faults/test_multinode.py::test_lost_node_stops_the_other_then_both_resume",
-        why="SLURM is not available in CI; the torchrun part is run with two nodes on loopback"),
+    "export HEAD_NODE=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)": Exercise(
+        "elsewhere", "tests/faults/test_multinode.py::test_readme_slurm_script_gives_each_node_its_rank",
+        why="SLURM is not available in CI: the script runs under stand-ins for scontrol, srun and torchrun"),
+    'srun bash -c torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 4 --node_rank "$SLURM_NODEID"  '
+    '--master_addr "$HEAD_NODE" --master_port 29400 --max_restarts 0  -m transunet_app train '
+    '--config configs/synapse_r50_vit_b16.yaml --output /shared/runs/r50 data.root=/shared/Synapse': Exercise(
+        "elsewhere", "tests/faults/test_multinode.py::test_readme_slurm_script_gives_each_node_its_rank",
+        why="SLURM is not available in CI: the script runs under stand-ins that check each node's "
+            "--node_rank and --master_addr; the torchrun flags are run on loopback by the slow tests"),
     # -- train on Synapse (raw data in the official img/ + label/ layout written by the test)
     "transunet prepare synapse --raw /data/Abdomen --out /data/Synapse": Exercise(
         "substituted", "test_synapse_prepare_train_segment_evaluate", replacements=SYNAPSE_PATHS),

@@ -1,10 +1,13 @@
-"""Two torchrun nodes on this machine (loopback c10d rendezvous, gloo): the tiny config trains;
-when one node is lost the other stops within the collective timeout with one line; both
-resume from the last checkpoint.
+"""Two torchrun nodes on this machine (gloo, loopback): the tiny config trains; when one node
+is lost the other stops within the collective timeout with one line; both resume from the last
+checkpoint.
 
-"Lost" two ways: SIGKILL of node B's agent and worker (a machine that dies: its sockets close,
-node A notices at once) and SIGSTOP of them (a machine that hangs or a cut network: nothing
-closes, node A waits for ``TRANSUNET_DIST_TIMEOUT``, 20 s here).
+Two rendezvous: ``c10d`` (``--rdzv_endpoint``, elastic) and ``static`` (``--node_rank`` with
+``--master_addr/--master_port``, node 0's agent hosts the store). "Lost" two ways: SIGKILL of a
+node's agent and worker (a machine that dies: its sockets close, the other node notices at once)
+and SIGSTOP of them (a machine that hangs or a cut network: nothing closes, the other node
+waits for ``TRANSUNET_DIST_TIMEOUT``, 20 s here). The static cases lose node 0, the store host,
+the harder case.
 """
 from __future__ import annotations
 
@@ -38,9 +41,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _node(port: int, run_id: str, args: list) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-           "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", run_id,
+def _node(port: int, run_id: str, args: list, node_rank: int | None = None) -> subprocess.Popen:
+    """One node's torchrun: c10d rendezvous when ``node_rank`` is None, else static."""
+    if node_rank is None:
+        rdzv = ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", run_id]
+    else:
+        rdzv = ["--node_rank", str(node_rank), "--master_addr", "127.0.0.1", "--master_port", str(port)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", *rdzv,
            "--max_restarts", "0", "--local-addr", "127.0.0.1", "-m", "transunet_app", "train", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
                             env=cli_env(TRANSUNET_DIST_TIMEOUT=str(TIMEOUT_S)), start_new_session=True)
@@ -76,8 +83,14 @@ def _args(phantom, run, max_it: int, resume: bool = False) -> list[str]:
             *[f"{k}={v}" for k, v in values.items()]]
 
 
-def _run_pair(port, run_id, args, timeout=300):
-    a, b = _node(port, run_id, args), _node(port, run_id, args)
+def _pair(port: int, run_id: str, args: list, rdzv: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """Both nodes; for static rendezvous the first is node 0 (the store host)."""
+    ranks = (None, None) if rdzv == "c10d" else (0, 1)
+    return _node(port, run_id, args, ranks[0]), _node(port, run_id, args, ranks[1])
+
+
+def _run_pair(port, run_id, args, rdzv="c10d", timeout=300):
+    a, b = _pair(port, run_id, args, rdzv)
     try:
         outs = [p.communicate(timeout=timeout) for p in (a, b)]
     finally:
@@ -89,20 +102,24 @@ def _run_pair(port, run_id, args, timeout=300):
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="/proc and POSIX signals")
-@pytest.mark.parametrize("loss", [
-    "kill",
-    # A SIGSTOPped node (hung, not dead): the survivor is meant to stop within
-    # TRANSUNET_DIST_TIMEOUT, but in a CI run beside other slow tests it once waited past the
-    # 110 s bound (a wait the collective timeout does not cover, e.g. on the rendezvous store the
-    # stopped node hosts). Open in issue 17; skipped until that wait is bounded too.
-    pytest.param("stop", marks=pytest.mark.skip(
-        reason="issue 17: a hung (SIGSTOPped) peer can outlast the collective timeout")),
+@pytest.mark.parametrize("rdzv, loss", [
+    ("c10d", "kill"),
+    ("static", "kill"),
+    ("static", "stop"),
+    # A SIGSTOPped c10d node: the survivor's worker stops at TRANSUNET_DIST_TIMEOUT with its line,
+    # but when the stopped node hosts the rendezvous store, the survivor's torchrun agent waits
+    # forever in a TCPStore call (measured with torch 2.13: compare_set, and get after its wait
+    # times out, never return while the store's process is stopped; rdzv read_timeout does not
+    # bound them). Not our process; README "Several machines" says so and recommends static
+    # rendezvous, which the ("static", "stop") case shows bounded.
+    pytest.param("c10d", "stop", marks=pytest.mark.skip(
+        reason="torchrun's c10d agent has no timeout on a hung store host (README: Several machines)")),
 ])
-def test_lost_node_stops_the_other_then_both_resume(phantom, tmp_path, loss):
+def test_lost_node_stops_the_other_then_both_resume(phantom, tmp_path, rdzv, loss):
     run = tmp_path / "run"
     max_it = 120
     port = _free_port()
-    a, b = _node(port, "faults", _args(phantom, run, max_it)), _node(port, "faults", _args(phantom, run, max_it))
+    b, a = _pair(port, "faults", _args(phantom, run, max_it), rdzv)  # b: the lost node (static: node 0)
     victims = []
     try:
         deadline = time.monotonic() + 180
@@ -139,7 +156,7 @@ def test_lost_node_stops_the_other_then_both_resume(phantom, tmp_path, loss):
 
     saved = load_checkpoint(run / "checkpoints" / "last.pt")["training"]["iteration"]
     assert 2 <= saved <= stopped_at
-    (ra, rb), outs = _run_pair(_free_port(), "faults-resume", _args(phantom, run, max_it, resume=True))
+    (ra, rb), outs = _run_pair(_free_port(), "faults-resume", _args(phantom, run, max_it, resume=True), rdzv)
     assert (ra, rb) == (0, 0), outs[0][1][-3000:]
     assert sorted(set(_iterations(run))) == list(range(1, max_it + 1))
     log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
@@ -159,3 +176,39 @@ def test_two_nodes_train_the_tiny_config(phantom, tmp_path):
     from transunet_app.checkpoint import load_checkpoint
 
     assert load_checkpoint(run / "checkpoints" / "last.pt")["training"]["world_size"] == 2
+
+
+def test_readme_slurm_script_gives_each_node_its_rank(tmp_path):
+    """README's SLURM script under stand-ins for scontrol, srun (one task per node, each with its
+    own SLURM_NODEID, as SLURM runs them) and torchrun (prints its arguments): every node gets
+    its own --node_rank and the first host as --master_addr."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("### Several machines"):]
+    start = block.index("    #!/bin/bash")
+    lines = []
+    for ln in block[start:].splitlines():
+        if not ln.startswith("    "):
+            break
+        lines.append(ln[4:])
+    script = tmp_path / "job.sh"
+    script.write_text("\n".join(lines) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "scontrol": 'test "$1 $2" = "show hostnames" && printf "gpu-a\\ngpu-b\\n"',
+        "srun": 'for id in 0 1; do SLURM_NODEID=$id "$@"; done',
+        "torchrun": 'printf "%s|" "$@"; echo',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_NNODES": "2",
+           "SLURM_JOB_NODELIST": "gpu-[a-b]"}
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    runs = [ln.rstrip("|").split("|") for ln in out.splitlines()]
+    assert len(runs) == 2
+    for node, argv in enumerate(runs):
+        opts = dict(zip(argv[:-1], argv[1:]))
+        assert opts["--node_rank"] == str(node) and opts["--nnodes"] == "2"
+        assert opts["--master_addr"] == "gpu-a" and opts["--max_restarts"] == "0"
+        assert argv[argv.index("-m") + 1:argv.index("-m") + 3] == ["transunet_app", "train"]

@@ -4,11 +4,14 @@
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; :func:`setup` reads them and
 joins the group (NCCL on CUDA, gloo on CPU). Without them the run is a single process.
 
-Several machines (``torchrun --nnodes N --rdzv_backend c10d --rdzv_endpoint HOST:PORT``) work
-the same way. Every collective has a timeout, ``TRANSUNET_DIST_TIMEOUT`` seconds (default
-300): when a node is lost, the others stop within that bound (usually at once: gloo sees the
-closed connection) with one line (:class:`~transunet_app.errors.DistributedError`, exit code
-4), and ``--resume`` with all nodes continues from the last checkpoint.
+Several machines (``torchrun --nnodes N --node_rank R --master_addr HOST --master_port PORT``,
+or the elastic ``--rdzv_backend c10d --rdzv_endpoint HOST:PORT``) work the same way. Every
+collective has a timeout, ``TRANSUNET_DIST_TIMEOUT`` seconds (default 300): when a node is lost,
+the others stop within that bound (at once when gloo sees the closed connection of a killed
+node) with one line (:class:`~transunet_app.errors.DistributedError`, exit code 4), and
+``--resume`` with all nodes continues from the last checkpoint. Training itself never touches
+the rendezvous store after setup, so a hung store host cannot hold it; torchrun's c10d agent
+does poll that store and can wait forever on a hung host (README "Several machines").
 """
 from __future__ import annotations
 
