@@ -24,6 +24,13 @@ def test_demo_end_to_end(tmp_path, shared_data):
     assert printed >= 0.75, r.stdout[-1500:]
     # the demo ships its model as a package, and the scans were segmented with --model on it
     assert (out / "model" / "tiny-demo.zip").is_file()
+    import zipfile
+
+    with zipfile.ZipFile(out / "model" / "tiny-demo.zip") as z:
+        validation = json.loads(z.read("model.json"))["validation"]
+    # the card's per-organ HD95 comes from the run's own validation, in mm (phantoms have spacing)
+    assert "in mm" in validation["hd95_convention"]
+    assert 0 <= validation["per_organ"]["liver"]["hd95"] < 20 and validation["mean_hd95"] > 0
     side = json.loads((out / "segmentations" / "real_ct.json").read_text())
     assert side["model_card"]["name"] == "tiny-demo" and side["model_card"]["weights_sha256"]
     html = (out / "scan_report.html").read_text()

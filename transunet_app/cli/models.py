@@ -5,6 +5,11 @@ from __future__ import annotations
 HELP = "install, list, show or remove model packages ($TRANSUNET_HOME, offline)"
 
 
+def _num(value, digits: int) -> str:
+    """A card number for a person: rounded, or "not measured" for null."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "not measured"
+
+
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("install", help="install a package file (verified, atomic)")
@@ -82,8 +87,8 @@ def describe(pkg) -> str:
              f"  training data:    {td.get('dataset')} (cases {td.get('cases')}, split {td.get('split')})",
              f"  preprocessing:    HU window {p.get('hu_window')}, img_size {p.get('img_size')}, "
              f"{p.get('slice_axis')} slices in {p.get('orientation')}",
-             f"  validation:       {v.get('source')}; mean Dice {v.get('mean_dice')}, "
-             f"mean HD95 {v.get('mean_hd95')}",
+             f"  validation:       {v.get('source')}; mean Dice {_num(v.get('mean_dice'), 3)}, "
+             f"mean HD95 {_num(v.get('mean_hd95'), 2)}",
              f"  HD95 convention:  {v.get('hd95_convention')}",
              f"  weights SHA-256:  {pkg.weights_sha256}",
              f"  created:          {c['created'].get('date')} (transunet-app "
