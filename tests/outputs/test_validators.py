@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from transunet_app.data.io import read_image
-from transunet_app.data.labels import load_label_spec
-from transunet_app.outputs.organs import organs_present, read_snomed
+from transunet_app.data.labels import load_label_spec, read_snomed
+from transunet_app.outputs.organs import organs_present
 
 from .test_geometry import PROV, labels_on_image_grid
 

@@ -1,5 +1,6 @@
 """Class sets, label maps and case splits, read from YAML files a user can edit; label names of
-a label map (its ``segment`` sidecar, a YAML, or the Synapse default).
+a label map (its ``segment`` sidecar, a YAML, or the Synapse default); the organs' SNOMED CT
+codes (``snomed.yaml``: organ name -> ``category`` / ``type``, each ``{code, scheme, meaning}``).
 
 The files live in ``datasets/<name>/`` at the project root (``datasets/synapse/labels.yaml``
 and ``splits.yaml``): organ names come from there and nowhere else. Everything here returns
@@ -16,6 +17,7 @@ Without ``label_map`` the raw label ids are taken as class ids (identity map).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -310,3 +312,29 @@ def synapse_organs() -> dict[int, str]:
 def labels_to_json(labels: Mapping[int, str]) -> dict[str, str]:
     """``{1: "aorta"}`` -> ``{"1": "aorta"}`` (JSON keys are strings)."""
     return {str(k): v for k, v in sorted(labels.items())}
+
+
+def snomed_path() -> Path:
+    """``datasets/synapse/snomed.yaml`` (found like ``labels.yaml``: ``TRANSUNET_DATASETS``)."""
+    return DATASETS_DIR / "synapse" / "snomed.yaml"
+
+
+@functools.lru_cache(maxsize=4)
+def read_snomed(path: str | None = None) -> dict[str, dict]:
+    """Organ name (lower case) -> ``{"category": {...}, "type": {...}}``; ``{}`` when the file is
+    not shipped (then every organ gets the generic anatomical-structure code)."""
+    p = Path(path) if path is not None else snomed_path()
+    if not p.is_file():
+        return {}
+    raw = read_yaml(p)
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: expected a mapping of organ names")
+    out = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k), dict) and {"code", "scheme", "meaning"} <= set(entry[k])
+                for k in ("category", "type")):
+            raise UserError(f"{p}: organ {name!r} needs category and type, each with code, scheme, meaning")
+        out[str(name).strip().lower()] = {k: {f: str(entry[k][f]) for f in ("code", "scheme", "meaning")}
+                                          for k in ("category", "type")}
+    return out

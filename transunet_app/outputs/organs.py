@@ -2,18 +2,17 @@
 
 Organ names come from the model (its class list); ``--roi-subset`` narrows them; colours are
 the report's (:mod:`transunet_app.report.colors`); the SNOMED CT codes are data
-(``datasets/synapse/snomed.yaml``: organ name -> ``category`` / ``type``, each
-``{code, scheme, meaning}``), so a new organ needs a line of YAML, not code.
+(``datasets/synapse/snomed.yaml``, read by :func:`transunet_app.data.labels.read_snomed`), so a
+new organ needs a line of YAML, not code.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..data.labels import read_snomed
 from ..errors import UserError
 
 #: Used for an organ the code table does not list (SCT "Anatomical structure", CID 7150/7151).
@@ -45,36 +44,6 @@ class Provenance:
     checkpoint_sha256: str
     software_version: str
     algorithm_name: str = "TransUNet App"
-
-
-def snomed_path() -> Path:
-    """``datasets/synapse/snomed.yaml`` (found like ``labels.yaml``: ``TRANSUNET_DATASETS``)."""
-    from ..data.labels import DATASETS_DIR
-
-    return DATASETS_DIR / "synapse" / "snomed.yaml"
-
-
-@functools.lru_cache(maxsize=4)
-def read_snomed(path: str | None = None) -> dict[str, dict]:
-    """Organ name (lower case) -> ``{"category": {...}, "type": {...}}``; ``{}`` when the file is
-    not shipped (then every organ gets the generic anatomical-structure code)."""
-    from ..data.labels import read_yaml
-
-    p = Path(path) if path is not None else snomed_path()
-    if not p.is_file():
-        return {}
-    raw = read_yaml(p)
-    if not isinstance(raw, dict):
-        raise UserError(f"{p}: expected a mapping of organ names")
-    out = {}
-    for name, entry in raw.items():
-        if not isinstance(entry, dict) or not all(
-                isinstance(entry.get(k), dict) and {"code", "scheme", "meaning"} <= set(entry[k])
-                for k in ("category", "type")):
-            raise UserError(f"{p}: organ {name!r} needs category and type, each with code, scheme, meaning")
-        out[str(name).strip().lower()] = {k: {f: str(entry[k][f]) for f in ("code", "scheme", "meaning")}
-                                          for k in ("category", "type")}
-    return out
 
 
 def parse_roi_subset(text: str | None, class_names: Sequence[str]) -> list[str] | None:

@@ -56,7 +56,7 @@ class PackageError(UserError):
 
 def label_entries(classes: list[str]) -> list[dict]:
     """``[{"value", "name", "color", "snomed"}]`` for class names by label value (0 = background)."""
-    from ..outputs.organs import read_snomed
+    from ..data.labels import read_snomed
     from ..report.colors import organ_color
 
     codes = read_snomed()
