@@ -21,6 +21,17 @@ def test_bench_model_prints_a_row_per_mode():
     assert [r.split("|")[4].strip() for r in rows] == ["fp32", "bf16", "bf16-inference"]
 
 
+def test_bench_model_fp32_inference_modes():
+    """The fp32 model segment runs, and the oneDNN packing pass forced on (the AVX2 decision's
+    measurement); both run on every CPU with oneDNN."""
+    out = _run(ROOT / "tools" / "bench" / "bench_model.py", "--models", "tiny", "--batches", "1",
+               "--rounds", "1", "--size", "64", "64", "--peak-sizes", "256", "--modes", "fp32-inference",
+               "fp32-onednn")
+    rows = [ln for ln in out.splitlines() if ln.startswith("| tiny |")]
+    assert [r.split("|")[4].strip() for r in rows] == ["fp32-inference", "fp32-onednn"]
+    assert "oneDNN fp32 packing:" in out
+
+
 def test_bench_train_loader_cost(tmp_path):
     out = _run(ROOT / "tools" / "bench" / "bench_train.py", "--loader-only", "--threads", "1",
                "--img-size", "64", "--json", tmp_path / "r.json")

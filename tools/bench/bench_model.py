@@ -5,9 +5,12 @@
 For each model at 224x224 (1-channel input, 9 classes, eval mode, ``inference_mode`` (autocast:
 ``no_grad``, which keeps autocast's weight cache), ``channels_last``): parameter count, forward
 GFLOPs per slice (``FlopCounterMode``: 2 x MACs of
-matmuls, convolutions and attention), and seconds per slice at each batch size in three modes:
-fp32, bf16 autocast (the training-time model), and bf16-inference (the model as ``segment``
-runs it: weights standardised, BatchNorms folded and cast to bf16 once). The achieved GFLOP/s
+matmuls, convolutions and attention), and seconds per slice at each batch size in these modes:
+fp32, bf16 autocast (the training-time model), bf16-inference (the model as ``segment``
+runs it: weights standardised, BatchNorms folded and cast to bf16 once), fp32-inference (the
+fp32 model ``segment`` runs: prepared, with the oneDNN packing pass where this CPU's
+capabilities say it pays) and fp32-onednn (prepared with that pass forced on, to re-measure
+the decision on a new CPU class). The achieved GFLOP/s
 is given as a fraction of this machine's square-matmul peak for that dtype, measured before
 every timed forward in the same run. Prints a Markdown table.
 """
@@ -53,10 +56,14 @@ def forward_flops(model, size) -> float:
 
 #: What each mode runs: the training-time model under autocast, or the model as ``segment``
 #: prepares it (weights standardised, BatchNorms folded and cast once, no autocast).
-MODES = ("fp32", "bf16", "bf16-inference")
+MODES = ("fp32", "bf16", "bf16-inference", "fp32-inference", "fp32-onednn")
 
 
 def mode_model(model, mode: str):
+    if mode in ("fp32-inference", "fp32-onednn"):
+        fuse = True if mode == "fp32-onednn" else None
+        prepared = prepare_for_inference(model, torch.device("cpu"), "fp32", copy_model=True, fuse=fuse)
+        return prepared, torch.float32, contextlib.nullcontext()
     if mode != "bf16-inference":
         return model, torch.float32, (torch.autocast("cpu", dtype=torch.bfloat16)
                                       if mode == "bf16" else contextlib.nullcontext())
@@ -71,7 +78,7 @@ def time_forward(model, batch, size, mode: str, rounds: int, gflops: float,
     frequency-scaling machine both see the same conditions, so the ratio is stable even when
     absolute times are not."""
     net, dtype, ctx = mode_model(model, mode)
-    peak_dtype = torch.float32 if mode == "fp32" else torch.bfloat16
+    peak_dtype = torch.float32 if mode.startswith("fp32") else torch.bfloat16
     x = torch.randn(batch, 1, *size).to(dtype).contiguous(memory_format=torch.channels_last)
     best, ratios, peaks = float("inf"), [], []
     # Autocast keeps the bf16 copy of each weight for the life of its context, but torch turns
@@ -97,7 +104,7 @@ def main() -> None:
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 8])
     ap.add_argument("--size", type=int, nargs=2, default=[224, 224])
     ap.add_argument("--rounds", type=int, default=5, help="timed forwards per row")
-    ap.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES))
+    ap.add_argument("--modes", nargs="*", choices=MODES, default=["fp32", "bf16", "bf16-inference"])
     ap.add_argument("--peak-sizes", nargs="*", type=int, default=[1024, 2048, 4096],
                     help="square matmul sizes for the peak")
     args = ap.parse_args()

@@ -412,10 +412,14 @@ def same_weights_check(ckpt: Path, slices: int = 2, official: str | None = None)
 
 
 def part_peak(results: dict, label: str) -> None:
-    p = {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": matmul_peak(torch.bfloat16),
-         "threads": torch.get_num_threads()}
+    from transunet_app import capabilities
+
+    # Without bf16 hardware a 2048^3 bf16 matmul is emulated (minutes, well under 1 GFLOP/s):
+    # nothing to compare a pipeline with, so it is not measured.
+    bf16 = matmul_peak(torch.bfloat16) if capabilities.native_bf16() else None
+    p = {"fp32_gflops": matmul_peak(torch.float32), "bf16_gflops": bf16, "threads": torch.get_num_threads()}
     results.setdefault("peak", {})[label] = p
-    log(f"matmul peak ({label}): fp32 {p['fp32_gflops']:.0f}, bf16 {p['bf16_gflops']:.0f} GFLOP/s")
+    log(f"matmul peak ({label}): fp32 {p['fp32_gflops']:.0f}, bf16 {_fmt(bf16, '{:.0f}')} GFLOP/s")
 
 
 def part_speed(results: dict, work: Path, slices: int, batch: int, chunk: int, threads: int,
@@ -580,7 +584,7 @@ def part_dice(results: dict, work: Path) -> None:
 
 
 def best_peak(results: dict, key: str) -> float | None:
-    vals = [p[key] for p in results.get("peak", {}).values()]
+    vals = [p[key] for p in results.get("peak", {}).values() if p[key] is not None]
     return max(vals) if vals else None
 
 
@@ -592,7 +596,7 @@ def print_tables(results: dict) -> None:
     print()
     for label, p in results.get("peak", {}).items():
         print(f"Matmul peak {label} ({p['threads']} threads): fp32 {p['fp32_gflops']:.0f} GFLOP/s, "
-              f"bf16 {p['bf16_gflops']:.0f} GFLOP/s")
+              f"bf16 {_fmt(p['bf16_gflops'], '{:.0f}')} GFLOP/s")
     if "speed" in results:
         s = results["speed"]
         print(f"\nSpeed: {'x'.join(map(str, s['shape']))} CT, R50-ViT-B_16 ({s['gflop_per_slice']:.1f} "
