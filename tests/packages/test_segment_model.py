@@ -43,6 +43,20 @@ def test_segment_model_matches_checkpoint_and_records_the_card(cli, tiny_ckpt, c
         assert "abdomen-tiny 1.2.0" in html
         assert "research on abdominal CT segmentation" in html and "CC-BY-NC-4.0" in html
         assert card["weights_sha256"] in html
+        assert "validated: not measured" in html  # a bare checkpoint carries no validation
+
+
+def test_report_states_the_models_validated_performance(cli, run_dir, card_yaml, home, tmp_path, ct_file):
+    """The card's mean Dice/HD95 from the run's own validation reach the scan report."""
+    pkg = tmp_path / "abdomen-tiny.zip"
+    assert cli("package", run_dir, "-o", pkg, "--card", card_yaml)[0] == 0
+    out = tmp_path / "seg" / "case01.nii.gz"
+    out.parent.mkdir()
+    code, _, err = cli("segment", ct_file, "-o", out, "--model", pkg, "--quiet", "--precision", "fp32", "--report")
+    assert code == 0, err
+    html = (out.parent / "case01_report.html").read_text(encoding="utf-8")
+    # run_dir's metrics: Dice 0.50..0.85 (mean 0.675), HD95 2..9 mm without pancreas (mean 37/7)
+    assert "validated: mean Dice 0.675, mean HD95 5.3 mm on the run&#x27;s own validation (2 cases, phantom)" in html
 
 
 def test_segment_needs_exactly_one_model_source(cli, tiny_ckpt, tmp_path, ct_file, home, capsys):

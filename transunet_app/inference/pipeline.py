@@ -386,7 +386,7 @@ def model_card_provenance(card: dict) -> dict:
             "model_weights_sha256": card.get("weights_sha256"),
             "model_card_sha256": card.get("card_sha256"),
             "intended_use": card.get("intended_use"), "license": card.get("license"),
-            "not_intended_for": card.get("not_intended_for")}
+            "not_intended_for": card.get("not_intended_for"), "model_validation": card.get("validation")}
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -64,7 +64,24 @@ class Package:
                 "weights_sha256": self.weights_sha256, "card_sha256": self.card_sha256,
                 "package": str(self.source), "license": c.get("license"),
                 "intended_use": c.get("intended_use"),
-                "not_intended_for": c.get("not_intended_for")}
+                "not_intended_for": c.get("not_intended_for"),
+                "validation": validation_summary(c)}
+
+
+def validation_summary(card: dict) -> str:
+    """One line of how the model did on its run's own validation, for reports; "not measured"
+    when the run saved no validation metrics."""
+    v = card.get("validation") or {}
+    dice, hd = v.get("mean_dice"), v.get("mean_hd95")
+    if not isinstance(dice, (int, float)):
+        return "not measured"
+    unit = "voxels" if "in voxels" in str(v.get("hd95_convention") or "") else "mm"
+    cases = ((card.get("training_data") or {}).get("cases") or {}).get("validation")
+    dataset = (card.get("training_data") or {}).get("dataset")
+    parts = [f"mean Dice {dice:.3f}"] + ([f"mean HD95 {hd:.1f} {unit}"] if isinstance(hd, (int, float)) else [])
+    where = ", ".join(str(x) for x in (f"{cases} cases" if isinstance(cases, int) else None,
+                                       dataset if dataset and dataset != "unspecified" else None) if x)
+    return ", ".join(parts) + (f" on the run's own validation ({where})" if where else " on the run's own validation")
 
 
 def sha256_bytes(data: bytes) -> str:

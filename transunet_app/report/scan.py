@@ -81,7 +81,9 @@ def _model_card_lines(prov: Mapping) -> list[str]:
     return [f'<p class="small">Model <b>{H.esc(text(prov["Model package"]))}</b> &middot; intended '
             f'use: {H.esc(text(prov.get("Intended use", "unspecified")))} &middot; not intended '
             f'for: {H.esc(text(prov.get("Not intended for", "unspecified")))} &middot; licence: '
-            f'{H.esc(text(prov.get("License", "unspecified")))}</p>']
+            f'{H.esc(text(prov.get("License", "unspecified")))}'
+            + (f' &middot; validated: {H.esc(text(prov["Model validation"]))}' if prov.get("Model validation") else "")
+            + '</p>']
 
 
 def _volume_cell(s: dict) -> str:
