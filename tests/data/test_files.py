@@ -128,3 +128,31 @@ def test_atomic_write_bad_targets_are_user_errors(tmp_path):
         atomic_write_text(tmp_path, "x")
     with pytest.raises(UserError, match="does not exist"):
         atomic_write_text(tmp_path / "missing" / "x.txt", "x")
+
+
+def test_atomic_folder_swaps_in_a_complete_folder_and_keeps_the_old_one_on_failure(tmp_path):
+    from transunet_app.data.files import atomic_folder
+
+    dest = tmp_path / "bundle"
+
+    def build_v1(tmp):
+        (tmp / "a.txt").write_text("1")
+
+    assert atomic_folder(dest, build_v1) == dest and (dest / "a.txt").read_text() == "1"
+
+    for exc in (OSError("disk full"), KeyboardInterrupt()):
+        def broken(tmp, exc=exc):
+            (tmp / "a.txt").write_text("half")
+            raise exc
+
+        with pytest.raises(type(exc)):
+            atomic_folder(dest, broken)
+        assert sorted(p.name for p in dest.iterdir()) == ["a.txt"] and (dest / "a.txt").read_text() == "1"
+        assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary folder left
+
+    def build_v2(tmp):
+        (tmp / "b.txt").write_text("2")
+
+    atomic_folder(dest, build_v2)
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -204,6 +205,40 @@ def atomic_write_json(path: str | os.PathLike, data: Any, overwrite: bool = Fals
     """
     return atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False) + "\n",
                              overwrite=overwrite)
+
+
+def atomic_folder(path: str | os.PathLike, build: Callable[[Path], None]) -> Path:
+    """Build a folder under a temporary name beside ``path``, then swap it into place.
+
+    Args:
+        path: the final folder; its parent must exist. An existing folder there is replaced
+            only once the new one is complete (the caller decides whether replacing is allowed).
+        build: called with the empty temporary folder (``.<name>.<random>``); fills it.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    On any failure (also KeyboardInterrupt) the temporary folder is removed and a previous
+    folder at ``path`` is put back: ``path`` holds the old folder or the complete new one.
+    """
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = None
+    try:
+        build(tmp)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / "previous")
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "previous").exists() and not path.exists():
+            os.replace(old / "previous", path)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def _umask() -> int:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..data.files import atomic_folder
 from .card import CARD_NAME, PackageError
 from .verify import Package, read_package
 
@@ -68,9 +69,8 @@ def install(package_path, force: bool = False) -> Package:
         raise PackageError(f"{package_path}: {name} {version} is already installed in {home} "
                            f"(use --force to replace it)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".install-{version}-", dir=dest.parent))
-    old = None
-    try:
+
+    def build(tmp: Path) -> None:
         for member, data in pkg.members.items():
             target = tmp / member
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,18 +79,8 @@ def install(package_path, force: bool = False) -> Package:
                 fh.flush()
                 os.fsync(fh.fileno())
         read_package(tmp)  # what is on disk is what was verified
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-{version}-", dir=dest.parent))
-            os.replace(dest, old / "v")
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and (old / "v").exists() and not dest.exists():
-            os.replace(old / "v", dest)  # put the previous install back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+    atomic_folder(dest, build)
     return read_package(dest)
 
 

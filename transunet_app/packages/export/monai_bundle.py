@@ -24,15 +24,13 @@ folder's absolute path at export; a moved bundle takes ``--bundle_root NEW_PATH`
 
 # no "from __future__ import annotations": torch.jit.script reads SliceModel's annotations
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import List
 
 import torch
 import torch.nn.functional as F
 
+from ...data.files import atomic_folder
 from ...errors import UserError
 
 #: MONAI axis codes whose axial slices (X, Y) are segment's canonical (H, W) = (P, L) slices
@@ -206,9 +204,8 @@ def export_monai_bundle(source, out: Path, overwrite: bool = False) -> Path:
         err = relative_error(scripted(x), source.model(x))
     if not err <= 1e-5:
         raise UserError(f"{out}: the bundle's model.ts differs from eager by {err:.2e}: not written")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    old = None
-    try:
+
+    def build(tmp: Path) -> None:
         for sub in ("configs", "models", "docs"):
             (tmp / sub).mkdir()
         torch.jit.save(scripted, str(tmp / "models" / "model.ts"))
@@ -217,16 +214,5 @@ def export_monai_bundle(source, out: Path, overwrite: bool = False) -> Path:
         (tmp / "configs" / "metadata.json").write_text(
             json.dumps(metadata(source), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         (tmp / "docs" / "README.md").write_text(readme(source, out), encoding="utf-8")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "b")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old / "b", out)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return out
+
+    return atomic_folder(out, build)
