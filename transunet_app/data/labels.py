@@ -212,18 +212,12 @@ def _parse_label_mapping(raw: Any, source: str) -> dict[int, str]:
         if isinstance(raw, dict) and isinstance(raw.get(key), (dict, list)):
             raw = raw[key]
             break
-    if isinstance(raw, list):
-        raw = dict(enumerate(raw))
-    if not isinstance(raw, dict) or not raw:
+    if not isinstance(raw, (dict, list)) or not raw:
         raise UserError(f"labels {source}: expected a mapping of label id to organ name")
     out: dict[int, str] = {}
-    for k, v in raw.items():
-        try:
-            lab = int(k)
-        except (TypeError, ValueError):
-            raise UserError(f"labels {source}: label id {k!r} is not a whole number") from None
-        if lab < 0 or not isinstance(v, str) or not v.strip():
-            raise UserError(f"labels {source}: bad entry {k!r}: {v!r}")
+    for lab, v in _int_key_dict(raw, "labels", f"labels {source}").items():
+        if not isinstance(v, str) or not v.strip():
+            raise UserError(f"labels {source}: bad entry {lab}: {v!r}")
         out[lab] = v.strip()
     names = [n for lab, n in out.items() if lab != 0]
     if len(set(names)) != len(names):
