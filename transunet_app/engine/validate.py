@@ -69,21 +69,41 @@ def _predict_batch(model, slab, img_size, out_size, device, interpolation, chann
     return logits.argmax(1).cpu()
 
 
-def organ_dice(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray,
-               classes: list[str]) -> dict[str, float]:
-    """Dice of every foreground class ``classes[1:]`` (nan where absent from both)."""
+def organ_scores(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, classes: list[str],
+                 spacing_mm=None, with_hd95: bool = True) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Dice and HD95 of every foreground class ``classes[1:]``, each organ's masks built once.
+
+    Args:
+        pred, label: (D, H, W) class ids.
+        spacing_mm: (3,) voxel size in mm for (D, H, W): HD95 in mm; None: in voxels.
+        with_hd95: also measure HD95 (else the second item is None).
+
+    Returns:
+        ``(dice, hd95)``: {organ: value}; Dice nan where the organ is absent from both, HD95 nan
+        where it is missing from either.
+    """
     p = np.asarray(pred)
     g = np.asarray(label)
-    return {name: dice(p == k, g == k) for k, name in enumerate(classes) if k > 0}
+    dices, hds = {}, {}
+    for k, name in enumerate(classes):
+        if k == 0:
+            continue
+        pm, gm = p == k, g == k
+        dices[name] = dice(pm, gm)
+        if with_hd95:
+            hds[name] = hd95(pm, gm, spacing_mm)
+    return dices, (hds if with_hd95 else None)
 
 
-def organ_hd95(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, classes: list[str],
-               spacing_mm=None) -> dict[str, float]:
+def organ_dice(pred, label, classes: list[str]) -> dict[str, float]:
+    """Dice of every foreground class ``classes[1:]`` (nan where absent from both)."""
+    return organ_scores(pred, label, classes, with_hd95=False)[0]
+
+
+def organ_hd95(pred, label, classes: list[str], spacing_mm=None) -> dict[str, float]:
     """HD95 of every foreground class ``classes[1:]``: mm for ``spacing_mm`` (D, H, W) in mm,
     voxels for None; nan where the organ is missing from either map."""
-    p = np.asarray(pred)
-    g = np.asarray(label)
-    return {name: hd95(p == k, g == k, spacing_mm) for k, name in enumerate(classes) if k > 0}
+    return organ_scores(pred, label, classes, spacing_mm)[1]
 
 
 def _mean_per_organ(per_case: dict[str, dict[str, float]], classes: list[str]) -> dict[str, float]:
@@ -146,13 +166,13 @@ def validate(model: torch.nn.Module, volumes, classes: list[str], img_size: int,
         pred = predict_volume(model, vol["image"], img_size, batch_size, device, amp_dtype, interpolation,
                               channels_last)
         case = str(vol["case"])
-        per_case[case] = organ_dice(pred, vol["label"], classes)
+        spacing = vol.get("spacing") if bool(vol.get("spacing_known", False)) else None
+        if spacing is not None:
+            spacing = np.asarray(spacing, dtype=np.float64)
+        per_case[case], hd = organ_scores(pred, vol["label"], classes, spacing, with_hd95)
         if with_hd95:
-            spacing = vol.get("spacing") if bool(vol.get("spacing_known", False)) else None
-            if spacing is not None:
-                spacing = np.asarray(spacing, dtype=np.float64)
             units.add("mm" if spacing is not None else "voxels")
-            hd_case[case] = organ_hd95(pred, vol["label"], classes, spacing)
+            hd_case[case] = hd
         if keep_prediction_of is not None and i == keep_prediction_of:
             example = (vol["image"], vol["label"], pred)
     return summarize(per_case, classes, hd_case if with_hd95 else None, units), example
