@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from transunet_app.engine.validate import HD95_CONVENTION, organ_hd95, summarize, validate
+from transunet_app.engine.validate import HD95_CONVENTION, organ_scores, summarize, validate
 from transunet_app.metrics.evaluate import evaluate_organ
 
 CLASSES = ["background", "a", "b", "c"]
+
+
+def organ_hd95(pred, label, classes, spacing_mm=None):
+    return organ_scores(pred, label, classes, spacing_mm)[1]
 SIZE = 16
 
 

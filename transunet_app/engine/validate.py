@@ -95,17 +95,6 @@ def organ_scores(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarr
     return dices, (hds if with_hd95 else None)
 
 
-def organ_dice(pred, label, classes: list[str]) -> dict[str, float]:
-    """Dice of every foreground class ``classes[1:]`` (nan where absent from both)."""
-    return organ_scores(pred, label, classes, with_hd95=False)[0]
-
-
-def organ_hd95(pred, label, classes: list[str], spacing_mm=None) -> dict[str, float]:
-    """HD95 of every foreground class ``classes[1:]``: mm for ``spacing_mm`` (D, H, W) in mm,
-    voxels for None; nan where the organ is missing from either map."""
-    return organ_scores(pred, label, classes, spacing_mm)[1]
-
-
 def _mean_per_organ(per_case: dict[str, dict[str, float]], classes: list[str]) -> dict[str, float]:
     out = {}
     for name in classes[1:]:
