@@ -54,6 +54,15 @@ def case_name(path: str | os.PathLike) -> str:
     return name if p.is_dir() else p.stem
 
 
+def full_suffix(name: str) -> str:
+    """A file name's format ending: ``.nii.gz`` and ``.tar.gz`` whole, else the last suffix."""
+    low = name.lower()
+    for double in (".nii.gz", ".tar.gz"):
+        if low.endswith(double):
+            return name[-len(double):]
+    return Path(name).suffix
+
+
 def sidecar_path(label_path: str | os.PathLike) -> Path:
     """The JSON sidecar ``segment`` writes beside a label map: ``case.nii.gz`` -> ``case.json``."""
     p = Path(label_path)
@@ -163,7 +172,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
         raise _exists_error(path)
     if not path.parent.is_dir():
         raise UserError(f"{path.parent}: output folder does not exist")
-    ext = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    ext = full_suffix(path.name)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{ext}")
     os.close(fd)
     tmp = Path(tmp_name)

@@ -182,8 +182,7 @@ def seg_as_label_map(seg_path, image, out_path: str | os.PathLike) -> Path:
         image: the source series read with :func:`~transunet_app.data.io.read_image`.
         out_path: the ``.nii.gz`` to write (its sidecar goes next to it).
     """
-    import json
-
+    from ..data.files import atomic_write_json, sidecar_path
     from ..data.io import write_nifti
 
     series = image.meta.get("dicom_series")
@@ -193,8 +192,7 @@ def seg_as_label_map(seg_path, image, out_path: str | os.PathLike) -> Path:
     labels, names = read_dicom_seg(seg_path, series)
     out_path = Path(out_path)
     write_nifti(out_path, labels, like=image, dtype=np.uint8, overwrite=True)
-    stem = out_path.name[: -len(".nii.gz")] if out_path.name.endswith(".nii.gz") else out_path.stem
     sidecar = {"labels": {"0": "background", **{str(n): name for n, name in names.items()}},
                **seg_provenance(seg_path)}
-    out_path.with_name(stem + ".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(sidecar_path(out_path), sidecar, overwrite=True)
     return out_path

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..data.files import full_suffix
 from ..errors import StorageError
 
 #: marks a staged name: ``.<pid>.<token>.partial`` (found anywhere in a name starting with ".")
@@ -37,19 +38,11 @@ STAGED_PATTERN = re.compile(r"\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.partial(?:
 _PROCESS_START = time.time()
 
 
-def _suffix(name: str) -> str:
-    low = name.lower()
-    for double in (".nii.gz", ".tar.gz"):
-        if low.endswith(double):
-            return name[-len(double):]
-    return Path(name).suffix
-
-
 def staged_name(final: str | os.PathLike) -> Path:
     """A fresh temporary name next to ``final`` (not created)."""
     final = Path(final)
     token = secrets.token_hex(4)
-    return final.parent / f".{final.name}.{os.getpid()}.{token}.partial{_suffix(final.name)}"
+    return final.parent / f".{final.name}.{os.getpid()}.{token}.partial{full_suffix(final.name)}"
 
 
 def is_staged(name: str) -> bool:
