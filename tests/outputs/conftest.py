@@ -21,6 +21,7 @@ LAYOUTS = {
     "flipped_rows": {"flip_rows": True},
     "non_square_pixels": {"spacing_scale": (0.7, 1.0)},
     "second_series_in_folder": {"with_other_series": True},
+    "jpeg2000_lossless_files": {"transfer_syntax": "1.2.840.10008.1.2.4.90"},
 }
 
 

@@ -33,7 +33,7 @@ class WrittenSeries:
 def write_ct_series(folder: Path, ct: np.ndarray, labels: np.ndarray, affine_ras: np.ndarray, *,
                     flip_rows: bool = False, spacing_scale=(1.0, 1.0), scramble: bool = False,
                     seed: int = 0, study_uid: str | None = None, series_number: int = 2,
-                    name_prefix: str = "IM") -> WrittenSeries:
+                    name_prefix: str = "IM", transfer_syntax: str | None = None) -> WrittenSeries:
     """One CT file per slice k of ``ct`` (I, J, K) with RAS ``affine_ras``.
 
     Args:
@@ -41,6 +41,9 @@ def write_ct_series(folder: Path, ct: np.ndarray, labels: np.ndarray, affine_ras
             components), as some scanners and reformatting tools do.
         spacing_scale: multiply the (i, j) voxel spacing (non-square pixels when unequal).
         scramble: random file names and InstanceNumbers (file order says nothing).
+        transfer_syntax: compress the pixel data with pydicom's encoder for this UID (RLE
+            Lossless natively; JPEG 2000 and JPEG-LS with pylibjpeg-openjpeg / pyjpegls), as a
+            PACS export does; default: Explicit VR Little Endian, uncompressed.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -113,6 +116,8 @@ def write_ct_series(folder: Path, ct: np.ndarray, labels: np.ndarray, affine_ras
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-2048", "1", "HU"
         ds.WindowCenter, ds.WindowWidth = "40", "400"
         ds.PixelData = np.ascontiguousarray(np.clip(ct_f.astype(np.int32) + 2048, 0, 65535).astype(np.uint16)).tobytes()
+        if transfer_syntax is not None:
+            ds.compress(transfer_syntax, generate_instance_uid=False)  # lossless: same instance
         ds.save_as(str(folder / name), enforce_file_format=True)
         out.files.append(folder / name)
         out.sop_uids.append(sop_uid)

@@ -267,13 +267,31 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     return image
 
 
-#: DICOM transfer syntaxes whose pixel data is stored as is (its size is the declared size)
-_UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+#: Pixel data a compressed (encapsulated) DICOM file may declare whatever its size: lossless
+#: codecs (JPEG-LS runs, JPEG 2000) shrink a uniform frame to almost nothing, so no ratio bounds
+#: them; 64 MiB is 8x a 2048x2048 16-bit frame and far from the gigabytes a mutated header asks
+_COMPRESSED_CAP = 64 << 20
+
+
+def _transfer_syntax(name) -> "object | None":
+    """The file's TransferSyntaxUID (pydicom ``UID``), from its header; None when absent.
+
+    SimpleITK hides the file meta group, so pydicom reads it."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(name), stop_before_pixels=True, force=True)
+        return ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+    except Exception:  # noqa: BLE001 (unreadable: ITK's own read below names the problem)
+        return None
 
 
 def _check_dicom_sizes(files, where: Path) -> None:
     """Refuse DICOM files whose header declares more pixel data than the file can hold, from
-    the header alone (a mutated Rows/Columns must not make the reader allocate gigabytes)."""
+    the header alone (a mutated Rows/Columns must not make the reader allocate gigabytes).
+
+    Native pixel data must fit in the file; deflated files in 1032x the file; compressed
+    (encapsulated) pixel data, whose ratio has no bound, in 1032x the file or 64 MiB."""
     import SimpleITK as sitk
 
     for name in files:
@@ -294,9 +312,14 @@ def _check_dicom_sizes(files, where: Path) -> None:
             bytes_per = int(reader.GetNumberOfComponents()) * max(1, np.dtype(_SITK_DTYPES.get(
                 reader.GetPixelID(), np.float64)).itemsize)
         declared = int(np.prod(size, dtype=object)) * bytes_per
-        syntax = reader.GetMetaData("0002|0010").strip(" \0") if reader.HasMetaDataKey("0002|0010") else ""
         on_disk = os.path.getsize(name)
-        capacity = on_disk if syntax in _UNCOMPRESSED_SYNTAXES or not syntax else on_disk * _GZIP_MAX_RATIO
+        syntax = _transfer_syntax(name)
+        if syntax is not None and syntax.is_encapsulated:
+            capacity = max(on_disk * _GZIP_MAX_RATIO, _COMPRESSED_CAP)
+        elif syntax is not None and syntax.is_deflated:
+            capacity = on_disk * _GZIP_MAX_RATIO
+        else:
+            capacity = on_disk
         if declared > capacity:
             raise UserError(f"{name}: DICOM header declares {'x'.join(map(str, size))} pixels "
                             f"({declared / 1e6:.1f} MB) but the file has {on_disk} bytes "
