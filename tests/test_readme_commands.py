@@ -320,7 +320,12 @@ def test_segment_a_scan_then_report(workdir):
     assert sidecar["labels"]["5"] == "liver"
     stats = json.loads((workdir / "scan_labels_statistics.json").read_text())
     assert "liver" in json.dumps(stats)
-    assert "not a diagnosis" in (workdir / "scan_labels_report.html").read_text(encoding="utf-8").lower()
+    html = (workdir / "scan_labels_report.html").read_text(encoding="utf-8")
+    assert "not a diagnosis" in html.lower()
+    # provenance names the kept files, not the scratch copies the report was built from
+    for row in ("<dt>CT image</dt><dd>scan.nii.gz</dd>", "<dt>Label map</dt><dd>scan_labels.nii.gz</dd>",
+                "<dt>Label names from</dt><dd>scan_labels.json</dd>"):
+        assert row in html
 
     r = run_readme("transunet report --image scan.nii.gz --labels scan_labels.nii.gz -o scan_report.html", workdir)
     assert "wrote scan_report.html" in r.stdout

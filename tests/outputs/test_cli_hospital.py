@@ -16,7 +16,7 @@ from .test_geometry import rasterise_rtstruct, seg_frames_by_uid
 
 ALL_TYPES = "nifti,dicom-seg,rtstruct,seg-nrrd"
 #: Layouts run end to end in the default suite (all of them under -m slow).
-FAST_LAYOUTS = ("flipped_rows", "scrambled_files")
+FAST_LAYOUTS = ("flipped_rows", "scrambled_files", "jpeg2000_lossless_files")
 
 
 def _nifti_frames(path, written) -> dict:
@@ -248,6 +248,10 @@ def test_report_from_series_and_seg_matches_nifti_report(hfs_series, tmp_path, s
         start = html.index('id="report-data">') + len('id="report-data">')
         return json.loads(html[start:html.index("</script>", start)])
 
+    html = (tmp_path / "from_seg.html").read_text()
+    # it names the files given, not its temporary NIfTI copies of the series and the SEG
+    assert f"<dt>CT image</dt><dd>{hfs_series.folder}</dd>" in html and ".report_" not in html
+    assert f"<dt>Label names from</dt><dd>{out / f'{case}_seg.dcm'} (segment labels)</dd>" in html
     seg_stats, nii_stats = data(tmp_path / "from_seg.html")["statistics"], data(tmp_path / "from_nifti.html")["statistics"]
     found = {n: s["volume_ml"] for n, s in nii_stats.items() if s["status"] != "absent"}
     assert found and {n: s["volume_ml"] for n, s in seg_stats.items()} == found
@@ -270,3 +274,22 @@ def test_folder_of_series_folders_gives_each_its_own_set(tmp_path, ct_volume, sy
         uids = {pydicom.dcmread(str(f), stop_before_pixels=True).SOPInstanceUID for f in (root / n).iterdir()}
         assert {str(i.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence
                 for i in s.ReferencedInstanceSequence} == uids
+
+
+@pytest.mark.parametrize("types", ["nifti", "dicom-seg"])
+def test_report_of_a_series_folder_named_ct(hfs_series, tmp_path, synapse_ckpt, run_segment, types):
+    # the report's temporary CT once took the name ct.nii.gz, the label map's name for a case
+    # called "ct": segment --report then failed on its own scratch file
+    src = _copy_series(hfs_series, tmp_path / "ct")
+    out = tmp_path / "out"
+    code, _, err = run_segment(src, "-o", out, "--checkpoint", synapse_ckpt, "--quiet",
+                               "--output-type", types, "--report")
+    assert code == 0, err
+    expected = {"ct.json", "ct_report.html"} | ({"ct.nii.gz"} if types == "nifti" else {"ct_seg.dcm"})
+    assert {p.name for p in out.iterdir()} == expected  # no scratch or temporary file left
+    html = (out / "ct_report.html").read_text()
+    # the report names the files the user keeps, not the scratch copies it was built from
+    labels = out / ("ct.nii.gz" if types == "nifti" else "ct_seg.dcm")
+    assert f"<dt>CT image</dt><dd>{src}</dd>" in html and f"<dt>Label map</dt><dd>{labels}</dd>" in html
+    assert f"<dt>Label names from</dt><dd>{out / 'ct.json'}</dd>" in html and "Scan <b>ct</b>" in html
+    assert "scratch" not in html and ".partial" not in html

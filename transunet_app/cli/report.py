@@ -96,7 +96,7 @@ def _dicom_scan_report(args, out, provenance) -> dict:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: output folder does not exist")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".report_") as tmp:
-        ct = Path(tmp) / f"{image_path.name or 'series'}.nii.gz"
+        ct = Path(tmp) / f"source-{image_path.name or 'series'}.nii.gz"  # never labels.nii.gz
         if image_path.is_dir():
             write_nifti(ct, image.array, like=image)
         else:
@@ -109,6 +109,8 @@ def _dicom_scan_report(args, out, provenance) -> dict:
             for key, value in seg_provenance(labels_path).items():
                 if key != "software_version" and not provenance.get(key):
                     provenance[key] = value
+            if args.label_names is None:
+                provenance["label_names_source"] = f"{labels_path} (segment labels)"
         provenance["ct_source"] = str(image_path)
         provenance["labels_source"] = str(labels_path)
         return write_scan_report(ct, labels, out, args.reference, provenance,

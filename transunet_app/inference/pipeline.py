@@ -353,6 +353,12 @@ class Segmenter:
         scratch = out.scratch_dir(paths.report.parent)
         label_map = scratch / paths.labels.name
         links = [(paths.sidecar, scratch / paths.sidecar.name)]
+        # the report names the files the user keeps, never the scratch copies it reads
+        prov["ct_source"] = str(image.source)
+        kept = [p for p in (None if labels is not None else paths.labels, paths.dicom_seg,
+                            paths.rtstruct, paths.seg_nrrd) if p is not None and out.has(p)]
+        prov["labels_source"] = str(kept[0]) if kept else f"{paths.sidecar} (label map not kept)"
+        prov["label_names_source"] = str(paths.sidecar)
         if labels is None:
             links.append((paths.labels, label_map))
         else:
@@ -368,12 +374,12 @@ class Segmenter:
                 shutil.copyfile(out.staged(final), dst)
         src = Path(image.source)
         if src.is_dir():
-            # The report reads image files, not DICOM folders: hand it a temporary NIfTI.
+            # The report reads image files, not DICOM folders: hand it a temporary NIfTI, named
+            # after the label map so that no case name (a folder called "ct") can collide.
             from ..data.io import write_nifti
 
-            ct = scratch / "ct.nii.gz"
+            ct = scratch / f"source-{paths.labels.name}"
             write_nifti(ct, image.array, like=image)
-            prov["ct_source"] = str(src)
             src = ct
         out.write(paths.report, lambda tmp: write_scan_report(src, label_map, tmp, provenance=prov,
                                                              overwrite=False))

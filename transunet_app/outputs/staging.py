@@ -193,6 +193,10 @@ class OutputSet:
             raise RuntimeError(f"{final}: the writer did not create its temporary file")
         return tmp
 
+    def has(self, final: str | os.PathLike) -> bool:
+        """Whether ``final`` is part of this set (staged now, renamed on commit)."""
+        return Path(final) in self._staged
+
     def staged(self, final: str | os.PathLike) -> Path:
         """The temporary path of an already written ``final``."""
         return self._staged[Path(final)]

@@ -62,8 +62,8 @@ def _provenance(provenance: Mapping | None, image_path, label_path, reference_pa
         "Checkpoint SHA-256": p.pop("checkpoint_sha256", None),
         "Software": f"transunet-app {p.pop('software_version', __version__)}",
         "Report created": p.pop("date", None) or H.now_utc(),
-        "CT image": str(image_path),
-        "Label map": str(label_path),
+        "CT image": p.pop("ct_source", None) or str(image_path),
+        "Label map": p.pop("labels_source", None) or str(label_path),
     }
     if reference_path is not None:
         out["Reference labels"] = str(reference_path)
@@ -155,6 +155,10 @@ def build_scan_report(image_path, label_path, reference_path=None,
         if not same:
             raise UserError(f"reference {reference_path}: {mismatch} from the image {image_path}")
     names, names_source = resolve_labels(label_path, labels_yaml)
+    provenance = dict(provenance or {})
+    # a caller that hands in temporary copies (segment, a DICOM input) names the real files
+    names_source = provenance.pop("label_names_source", None) or names_source
+    shown_image = Path(provenance.get("ct_source") or image_path)
     img = np.asarray(image.array)
     stats = organ_statistics(labels.array, img, image.spacing, names, image.affine)
     ref_metrics = None
@@ -177,7 +181,7 @@ def build_scan_report(image_path, label_path, reference_path=None,
     n_found = sum(s["status"] != "absent" for s in stats.values())
     body = [
         "<h1>Abdominal organ segmentation report</h1>",
-        f'<p class="sub">Scan <b>{H.esc(Path(image_path).name)}</b> &middot; '
+        f'<p class="sub">Scan <b>{H.esc(shown_image.name)}</b> &middot; '
         f'{n_found} of {len(stats)} organs found &middot; created {H.esc(prov["Report created"])}</p>',
         f'<div class="disclaimer">{H.esc(H.NOT_A_DIAGNOSIS)}</div>',
         *_model_card_lines(prov),
@@ -222,7 +226,7 @@ def build_scan_report(image_path, label_path, reference_path=None,
                       "axial_slices": figs["axial_slices"], "coronal_slice": figs["coronal_slice"]})
     body.append('<script type="application/json" id="report-data">'
                 + json.dumps(data, allow_nan=False).replace("</", "<\\/") + "</script>")
-    return H.page(f"Organ segmentation report – {Path(image_path).name}", "\n".join(body)), data
+    return H.page(f"Organ segmentation report – {shown_image.name}", "\n".join(body)), data
 
 
 def write_scan_report(image_path, label_path, out_html, reference_path=None,
