@@ -276,6 +276,43 @@ def test_folder_of_series_folders_gives_each_its_own_set(tmp_path, ct_volume, sy
                 for i in s.ReferencedInstanceSequence} == uids
 
 
+def test_cd_export_with_dicomdir_gives_each_series_its_own_set(tmp_path, ct_volume, synapse_ckpt,
+                                                               run_segment):
+    """A CD/DVD export as pydicom's FileSet writes it (DICOMDIR beside PT*/ST*/SE*/IM* files
+    without suffix), two patients: one case per series folder, named by its path, with the
+    labels of the same series read from a flat folder."""
+    from pydicom.fileset import FileSet
+
+    ct, lab, affine = ct_volume
+    flat = {}
+    fs = FileSet()
+    for name in ("patient_a", "patient_b"):
+        flat[name] = write_ct_series(tmp_path / "flat" / name, ct[:, :, :6], lab[:, :, :6], affine,
+                                     seed=len(name))
+        for f in flat[name].files:
+            fs.add(pydicom.dcmread(str(f)))
+    cd = tmp_path / "cd"
+    fs.write(cd)
+    assert (cd / "DICOMDIR").is_file()
+    series_dirs = sorted({f.parent for f in cd.rglob("*") if f.is_file() and f.name != "DICOMDIR"})
+    assert len(series_dirs) == 2 and all(d.relative_to(cd).parts[0] != d.name for d in series_dirs)
+
+    out = tmp_path / "out"
+    code, _, err = run_segment(cd, "-o", out, "--checkpoint", synapse_ckpt, "--quiet")
+    assert code == 0, err
+    cases = ["_".join(d.relative_to(cd).parts) for d in series_dirs]   # e.g. PT000000_ST000000_SE000000
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{c}{s}" for c in cases for s in (".nii.gz", ".json"))
+    flat_out = tmp_path / "flat_out"
+    code, _, err = run_segment(tmp_path / "flat", "-o", flat_out, "--checkpoint", synapse_ckpt, "--quiet")
+    assert code == 0, err
+    for case, d in zip(cases, series_dirs):
+        uid = pydicom.dcmread(str(next(d.iterdir())), stop_before_pixels=True).SeriesInstanceUID
+        name = next(n for n, w in flat.items() if w.series_uid == uid)
+        got, want = nib.load(str(out / f"{case}.nii.gz")), nib.load(str(flat_out / f"{name}.nii.gz"))
+        np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(want.dataobj))
+        np.testing.assert_allclose(got.affine, want.affine)
+
+
 @pytest.mark.parametrize("types", ["nifti", "dicom-seg"])
 def test_report_of_a_series_folder_named_ct(hfs_series, tmp_path, synapse_ckpt, run_segment, types):
     # the report's temporary CT once took the name ct.nii.gz, the label map's name for a case

@@ -2,7 +2,9 @@
 
 INPUT is any mix of ``.nii``/``.nii.gz`` files, other files SimpleITK reads (``.nrrd``,
 ``.mha``, ...), folders of such files, and DICOM series folders (a folder without volume
-files is read as a DICOM series; with several series the largest, or ``--series UID``).
+files is read as a DICOM series; with several series the largest, or ``--series UID``); a
+folder holding neither but DICOM series folders below it, at any depth (a CD export with
+DICOMDIR, a PACS download), gives one case per series folder.
 
 One input and an OUTPUT ending in ``.nii.gz``/``.nii`` writes that file; otherwise OUTPUT is a
 folder (created if missing) receiving ``<case>.nii.gz`` per input. Bad inputs are reported
@@ -78,31 +80,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- planning
 
 
-def _series_subfolders(folder: Path) -> list[Path]:
-    """Subfolders of a folder that holds no files itself (a folder of DICOM series folders)."""
-    entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
-    if any(e.is_file() for e in entries):
-        return []
-    return sorted(e for e in entries if e.is_dir())
+def _is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file (``DICM`` after the 128-byte preamble), or named ``.dcm``/``.ima``;
+    the DICOMDIR index of a CD export holds no image and does not count."""
+    if path.name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() in (".dcm", ".ima"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
-    """Input paths to segment, and whether this is folder mode (several or a folder of volumes).
+def _holds_dicom(folder: Path) -> bool:
+    return any(e.is_file() and not e.name.startswith(".") and _is_dicom_file(e)
+               for e in folder.iterdir())
+
+
+def _series_folders_below(root: Path) -> dict[Path, str]:
+    """Folders below ``root`` that hold DICOM files themselves, at any depth (a folder of series
+    folders, a CD/DVD export with DICOMDIR and PATIENT/STUDY/SERIES folders, a PACS download),
+    each with its case name: its path below ``root`` joined by "_" (``PA1/ST1/SE1`` ->
+    ``PA1_ST1_SE1``; a direct subfolder keeps its own name)."""
+    found = {}
+    for dirpath, dirnames, _files in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        if folder != root and _holds_dicom(folder):
+            found[folder] = "_".join(folder.relative_to(root).parts)
+    return found
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool, dict[Path, str]]:
+    """Input paths to segment, whether this is folder mode (several or a folder of volumes),
+    and the case names of series folders found below an input (others: :func:`case_name`).
 
     Missing paths are kept: they fail later with their own message.
     """
     out: list[Path] = []
+    names: dict[Path, str] = {}
     folder_mode = len(inputs) > 1
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
             files = list_volumes(p)
-            series_dirs = _series_subfolders(p) if not files else []
+            below = _series_folders_below(p) if not files and not _holds_dicom(p) else {}
             if files:
                 out.extend(files)
                 folder_mode = True
-            elif series_dirs:  # a folder of DICOM series folders: one case each
-                out.extend(series_dirs)
+            elif below:  # DICOM series folders below this one: one case each
+                out.extend(below)
+                names.update(below)
                 folder_mode = True
             else:
                 out.append(p)  # a DICOM series folder
@@ -114,7 +144,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
         if key not in seen:
             seen.add(key)
             unique.append(p)
-    return unique, folder_mode
+    return unique, folder_mode, names
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -131,8 +161,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def plan_outputs(inputs: list[Path], output: str, folder_mode: bool) -> list[tuple[Path, Path]]:
-    """(input, label map path) pairs; creates the output folder in folder mode."""
+def plan_outputs(inputs: list[Path], output: str, folder_mode: bool,
+                 names: dict[Path, str] | None = None) -> list[tuple[Path, Path]]:
+    """(input, label map path) pairs; creates the output folder in folder mode. ``names``: case
+    names of inputs that do not take :func:`case_name` (series folders found below an input)."""
     from ..errors import UserError
 
     out = Path(output)
@@ -147,12 +179,12 @@ def plan_outputs(inputs: list[Path], output: str, folder_mode: bool) -> list[tup
     if not folder_mode and not out.exists() and out.suffix:
         raise UserError(f"{out}: output label map must end with .nii.gz or .nii (or name a folder)")
     out.mkdir(parents=True, exist_ok=True)
-    pairs, names = [], {}
+    pairs, taken = [], {}
     for p in inputs:
-        name = case_name(p)
-        if name in names:
-            raise UserError(f"{p}: same case name {name!r} as {names[name]}; outputs would collide")
-        names[name] = p
+        name = (names or {}).get(p) or case_name(p)
+        if name in taken:
+            raise UserError(f"{p}: same case name {name!r} as {taken[name]}; outputs would collide")
+        taken[name] = p
         pairs.append((p, out / f"{name}.nii.gz"))
     return pairs
 
@@ -238,7 +270,7 @@ def run(args) -> int:
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise UserError(f"{args.checkpoint}: no such checkpoint file")
     _check_device_and_precision(args)
-    inputs, folder_mode = expand_inputs(args.inputs)
+    inputs, folder_mode, names = expand_inputs(args.inputs)
     shard = parse_shard(args.shard)
     if shard is not None:
         i, n = shard
@@ -248,7 +280,7 @@ def run(args) -> int:
             _say(args.quiet, f"shard {args.shard}: no inputs in this share")
             return 0
     _check_hospital_options(args, inputs)
-    pairs = plan_outputs(inputs, args.output, folder_mode)
+    pairs = plan_outputs(inputs, args.output, folder_mode, names)
 
     if not folder_mode:
         (src, dst), = pairs

@@ -246,7 +246,8 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     # pydicom picks, orders and checks the slices (the tool's own messages); ITK reads pixels.
     series = scan_dicom_folder(folder, series_uid)
     reader = sitk.ImageSeriesReader()
-    _check_dicom_sizes(series.files, folder)  # a mutated header must not allocate gigabytes
+    # a mutated header must not allocate gigabytes (syntaxes from the headers already read)
+    _check_dicom_sizes(series.files, folder, [_syntax_of(ds) for ds in series.headers])
     reader.SetFileNames([str(f) for f in series.files])
     warn_display = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its gap warnings are ours, reworded
@@ -273,20 +274,23 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
 _COMPRESSED_CAP = 64 << 20
 
 
-def _transfer_syntax(name) -> "object | None":
-    """The file's TransferSyntaxUID (pydicom ``UID``), from its header; None when absent.
+def _syntax_of(ds) -> "object | None":
+    """A pydicom data set's TransferSyntaxUID (``UID``); None when it has no file meta."""
+    meta = getattr(ds, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
 
-    SimpleITK hides the file meta group, so pydicom reads it."""
+
+def _transfer_syntax(name) -> "object | None":
+    """The file's TransferSyntaxUID, from its header (SimpleITK hides the file meta group)."""
     import pydicom
 
     try:
-        ds = pydicom.dcmread(str(name), stop_before_pixels=True, force=True)
-        return ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+        return _syntax_of(pydicom.dcmread(str(name), stop_before_pixels=True, force=True))
     except Exception:  # noqa: BLE001 (unreadable: ITK's own read below names the problem)
         return None
 
 
-def _check_dicom_sizes(files, where: Path) -> None:
+def _check_dicom_sizes(files, where: Path, syntaxes=None) -> None:
     """Refuse DICOM files whose header declares more pixel data than the file can hold, from
     the header alone (a mutated Rows/Columns must not make the reader allocate gigabytes).
 
@@ -294,7 +298,8 @@ def _check_dicom_sizes(files, where: Path) -> None:
     (encapsulated) pixel data, whose ratio has no bound, in 1032x the file or 64 MiB."""
     import SimpleITK as sitk
 
-    for name in files:
+    syntaxes = list(syntaxes) if syntaxes is not None else [None] * len(files)
+    for name, syntax in zip(files, syntaxes):
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(name))
         try:
@@ -313,7 +318,7 @@ def _check_dicom_sizes(files, where: Path) -> None:
                 reader.GetPixelID(), np.float64)).itemsize)
         declared = int(np.prod(size, dtype=object)) * bytes_per
         on_disk = os.path.getsize(name)
-        syntax = _transfer_syntax(name)
+        syntax = syntax if syntax is not None else _transfer_syntax(name)
         if syntax is not None and syntax.is_encapsulated:
             capacity = max(on_disk * _GZIP_MAX_RATIO, _COMPRESSED_CAP)
         elif syntax is not None and syntax.is_deflated:
