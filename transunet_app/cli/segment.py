@@ -227,7 +227,9 @@ def _check_hospital_options(args, inputs, class_names=None) -> None:
     types = parse_output_types(args.output_type)
     referencing = [t for t in types if t in DICOM_REFERENCING_TYPES]
     if referencing:
-        files = [p for p in inputs if p.exists() and not p.is_dir()]
+        from ..data.dicom_series import is_multiframe_file
+
+        files = [p for p in inputs if p.exists() and not p.is_dir() and not is_multiframe_file(p)]
         if files:
             raise UserError(f"{files[0]}: --output-type {','.join(referencing)} needs DICOM series "
                             f"folders as input (this file has no DICOM instances to reference)")

@@ -12,11 +12,16 @@ multi-line messages never reach the user):
   several files at one position, a single slice, slices of different sizes;
 * warned: a missing slice or uneven slice spacing (naming the gap).
 
+An Enhanced or Legacy Converted Enhanced CT (one multi-frame file: per-frame positions in
+PerFrameFunctionalGroupsSequence, orientation, pixel spacing and rescale shared or per frame)
+is one series whose slices are its frames, ordered and checked the same way.
+
 The result also keeps what a DICOM writer needs to reference the source: the ordered files,
 their SOP Class / Instance UIDs (filled from the file meta information when anonymisation
 emptied them), Study, Series and Frame of Reference UIDs, and the voxel -> patient geometry.
-Slice ``k`` of the volume SimpleITK reads from :attr:`DicomSeries.files` is ``files[k]``; its
-pixel ``(row r, column c)`` is voxel ``(i, j, k) = (c, r, k)``.
+Slice ``k`` of the volume SimpleITK reads from :attr:`DicomSeries.files` is ``files[k]`` (frame
+``frame_numbers[k]`` of it for a multi-frame file); its pixel ``(row r, column c)`` is voxel
+``(i, j, k) = (c, r, k)``.
 """
 from __future__ import annotations
 
@@ -78,6 +83,21 @@ class DicomSeries:
     warnings: list = field(default_factory=list)
     #: (K,) the pydicom headers read while scanning, in volume order (no pixel data)
     headers: list = field(default_factory=list, repr=False)
+    #: (K,) 1-based frame number of each slice in its multi-frame file (None: single-frame files)
+    frame_numbers: list | None = None
+    #: (K, 3) ImagePositionPatient of each slice, LPS mm, in volume order
+    positions: np.ndarray | None = field(default=None, repr=False)
+    #: (6,) ImageOrientationPatient (row direction, column direction) shared by every slice
+    orientation: np.ndarray | None = field(default=None, repr=False)
+    #: (2,) PixelSpacing (between rows, between columns) in mm
+    pixel_spacing: np.ndarray | None = field(default=None, repr=False)
+    #: (K, 2) (slope, intercept) to HU of each frame of a multi-frame file (None otherwise)
+    rescale: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def multiframe(self) -> bool:
+        """Whether the slices are the frames of one multi-frame (Enhanced CT) file."""
+        return self.frame_numbers is not None
 
     @property
     def affine_ras(self) -> np.ndarray:
@@ -85,14 +105,18 @@ class DicomSeries:
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine_lps
 
     def datasets(self) -> list:
-        """The slice headers (pydicom, without pixel data) in volume order, with SOP Class /
+        """The headers (pydicom, without pixel data) of the files in volume order (one per file:
+        a multi-frame source gives one), with SOP Class /
         Instance UIDs filled from the file meta where the data set left them empty and the
         Type 2 patient/study attributes that anonymisation dropped present but empty (what a
         derived object copies must exist, empty is valid)."""
-        out = []
+        out, seen = [], set()
         headers = self.headers if len(self.headers) == len(self.files) else [None] * len(self.files)
         for path, sop_uid, class_uid, ds in zip(self.files, self.sop_instance_uids,
                                                 self.sop_class_uids, headers):
+            if path in seen:  # a multi-frame file: one data set for all its frames
+                continue
+            seen.add(path)
             ds = ds if ds is not None else _read_header(path)
             if ds is None:
                 raise UserError(f"{path}: no longer readable as DICOM")
@@ -115,7 +139,7 @@ class DicomSeries:
         missing = [Path(f).name for f, u in zip(self.files, self.sop_instance_uids) if not u]
         if missing:
             return f"SOPInstanceUID is empty in {len(missing)} file(s), e.g. {missing[0]}"
-        if len(set(self.sop_instance_uids)) != len(self.sop_instance_uids):
+        if len(set(self.sop_instance_uids)) != len(set(map(str, self.files))):
             return "several slices share one SOPInstanceUID"
         missing = [Path(f).name for f, u in zip(self.files, self.sop_class_uids) if not u]
         if missing:
@@ -162,7 +186,8 @@ def scan_dicom_folder(folder: str | os.PathLike, series_uid: str | None = None) 
     Args:
         folder: folder holding the series' files (not searched recursively; other series,
             non-image objects and non-DICOM files may be present).
-        series_uid: the SeriesInstanceUID to read; default: the series with the most slices.
+        series_uid: the SeriesInstanceUID to read; default: the series with the most slices
+            (a multi-frame file counts its frames).
 
     Returns:
         The :class:`DicomSeries`.
@@ -191,44 +216,126 @@ def scan_dicom_folder(folder: str | os.PathLike, series_uid: str | None = None) 
                             f"(found: {', '.join(sorted(groups))})")
         chosen = series_uid
     else:
-        chosen = max(groups, key=lambda uid: (len(groups[uid]), uid))
+        chosen = max(groups, key=lambda uid: (sum(_frames(ds) for _p, ds in groups[uid]), uid))
     series = _order_and_check(folder, chosen, groups[chosen])
     series.series_count = len(groups)
     return series
 
 
+def scan_dicom_file(path: str | os.PathLike) -> DicomSeries | None:
+    """The series of one multi-frame (Enhanced CT) file; None when ``path`` is not one."""
+    path = Path(path)
+    ds = _read_header(path)
+    if ds is None or "Rows" not in ds or _frames(ds) < 2:
+        return None
+    return _order_and_check(path.parent, _text(ds, "SeriesInstanceUID"), [(path, ds)])
+
+
+def is_multiframe_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one multi-frame image file (an Enhanced CT: a whole series)."""
+    ds = _read_header(Path(path))
+    return ds is not None and "Rows" in ds and _frames(ds) > 1
+
+
+def _frames(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+@dataclass
+class _Slice:
+    """One 2D image of a series: a single-frame file, or one frame of a multi-frame file."""
+
+    path: Path
+    ds: object            # the file's pydicom header
+    frame: int | None     # 1-based frame number in a multi-frame file
+    iop: np.ndarray       # (6,)
+    ipp: np.ndarray       # (3,) LPS mm
+    spacing: np.ndarray   # (2,) between rows, between columns (mm)
+    rescale: tuple = (1.0, 0.0)
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
+
+
+def _frame_item(ds, frame_groups, keyword: str, path, frame: int):
+    """The first item of functional group ``keyword`` for a frame: per frame, else shared."""
+    for groups in (frame_groups, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
+        if groups is not None and keyword in groups and len(groups.get(keyword)) > 0:
+            return groups.get(keyword)[0]
+    raise UserError(f"{path}: frame {frame} has no {keyword}; cannot place it in space")
+
+
+def _multiframe_slices(path: Path, ds) -> list[_Slice]:
+    """The frames of an Enhanced / Legacy Converted Enhanced CT file as slices."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    n = _frames(ds)
+    if per_frame is None or len(per_frame) != n:
+        raise UserError(f"{path}: multi-frame image with {n} frames but "
+                        f"{0 if per_frame is None else len(per_frame)} per-frame functional groups; "
+                        f"cannot place its frames in space")
+    out = []
+    for f, groups in enumerate(per_frame, start=1):
+        what = f"{path} frame {f}"
+        pos = _frame_item(ds, groups, "PlanePositionSequence", path, f)
+        ori = _frame_item(ds, groups, "PlaneOrientationSequence", path, f)
+        meas = _frame_item(ds, groups, "PixelMeasuresSequence", path, f)
+        try:
+            tr = _frame_item(ds, groups, "PixelValueTransformationSequence", path, f)
+            rescale = (float(tr.get("RescaleSlope", 1) or 1), float(tr.get("RescaleIntercept", 0) or 0))
+        except UserError:
+            rescale = (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
+        out.append(_Slice(path, ds, f, _floats(ori, "ImageOrientationPatient", 6, what),
+                          _floats(pos, "ImagePositionPatient", 3, what),
+                          _floats(meas, "PixelSpacing", 2, what), rescale))
+    return out
+
+
 def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
     label = f"{folder}: DICOM series {uid or '(no SeriesInstanceUID)'}"
-    if len(members) < 2:
+    multi = [(p, ds) for p, ds in members if _frames(ds) > 1]
+    if multi and len(members) > 1:
+        raise UserError(f"{label} has {len(members)} files of which {len(multi)} multi-frame "
+                        f"({multi[0][0].name}); one series must be single-frame files or one "
+                        f"multi-frame file; pass --series or split it")
+    if multi:
+        slices = _multiframe_slices(*multi[0])
+    else:
+        slices = [_Slice(p, ds, None, _floats(ds, "ImageOrientationPatient", 6, p),
+                         _floats(ds, "ImagePositionPatient", 3, p),
+                         _floats(ds, "PixelSpacing", 2, p)) for p, ds in members]
+    if len(slices) < 2:
         raise UserError(f"{label} has a single slice; a 3D volume needs at least 2")
-    first_path, first = members[0]
-    size = (int(first.Rows), int(first.Columns))
-    iop0 = _floats(first, "ImageOrientationPatient", 6, first_path)
-    for path, ds in members:
-        if (int(ds.Rows), int(ds.Columns)) != size:
+    first = slices[0]
+    size = (int(first.ds.Rows), int(first.ds.Columns))
+    iop0 = first.iop
+    for sl in slices:
+        if (int(sl.ds.Rows), int(sl.ds.Columns)) != size:
             raise UserError(f"{label}: slices of different sizes ({size[0]}x{size[1]} in "
-                            f"{first_path.name}, {int(ds.Rows)}x{int(ds.Columns)} in {path.name})")
-        iop = _floats(ds, "ImageOrientationPatient", 6, path)
-        if np.max(np.abs(iop - iop0)) > _ORIENTATION_TOL:
-            raise UserError(f"{label} mixes several slice orientations ({first_path.name}: "
-                            f"{_fmt(iop0)}, {path.name}: {_fmt(iop)}); split it into one series "
+                            f"{first.name}, {int(sl.ds.Rows)}x{int(sl.ds.Columns)} in {sl.name})")
+        if np.max(np.abs(sl.iop - iop0)) > _ORIENTATION_TOL:
+            raise UserError(f"{label} mixes several slice orientations ({first.name}: "
+                            f"{_fmt(iop0)}, {sl.name}: {_fmt(sl.iop)}); split it into one series "
                             f"per orientation")
     row_dir, col_dir = iop0[:3], iop0[3:]
     if abs(np.linalg.norm(row_dir) - 1) > 1e-3 or abs(np.linalg.norm(col_dir) - 1) > 1e-3 \
             or abs(row_dir @ col_dir) > 1e-3:
-        raise UserError(f"{first_path}: ImageOrientationPatient {_fmt(iop0)} is not two "
+        raise UserError(f"{first.path}: ImageOrientationPatient {_fmt(iop0)} is not two "
                         f"orthogonal unit vectors")
     normal = np.cross(row_dir, col_dir)
-    positions = np.stack([_floats(ds, "ImagePositionPatient", 3, p) for p, ds in members])
+    positions = np.stack([sl.ipp for sl in slices])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
-    members = [members[i] for i in order]
+    slices = [slices[i] for i in order]
     positions, along = positions[order], along[order]
 
     gaps = np.diff(along)
     dup = np.flatnonzero(gaps < 1e-3)
     if dup.size:
-        a, b = members[dup[0]][0].name, members[dup[0] + 1][0].name
+        a, b = slices[dup[0]].name, slices[dup[0] + 1].name
         raise UserError(f"{label}: several files share a slice position ({a} and {b} at "
                         f"{along[dup[0]]:.2f} mm along the "
                         f"normal); duplicate or multi-phase series, pass --series or remove them")
@@ -246,39 +353,46 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
         i = int(uneven[0])
         ratio = gaps[i] / step
         if abs(ratio - round(ratio)) < 0.05 and round(ratio) >= 2:
-            what = (f"{int(round(ratio)) - 1} missing slice(s) between {members[i][0].name} and "
-                    f"{members[i + 1][0].name} (gap {gaps[i]:.2f} mm, slices {step:.2f} mm apart)")
+            what = (f"{int(round(ratio)) - 1} missing slice(s) between {slices[i].name} and "
+                    f"{slices[i + 1].name} (gap {gaps[i]:.2f} mm, slices {step:.2f} mm apart)")
         else:
-            what = (f"uneven slice spacing: {gaps[i]:.2f} mm between {members[i][0].name} and "
-                    f"{members[i + 1][0].name}, {step:.2f} mm elsewhere")
+            what = (f"uneven slice spacing: {gaps[i]:.2f} mm between {slices[i].name} and "
+                    f"{slices[i + 1].name}, {step:.2f} mm elsewhere")
         more = f" and {uneven.size - 1} more gap(s)" if uneven.size > 1 else ""
         warnings.append(f"{what}{more}; the volume assumes even spacing, so positions past the "
                         f"gap are off by up to {abs(along[-1] - along[0] - step * (len(along) - 1)):.1f} mm")
-    modality = _text(first, "Modality")  # a non-CT modality is warned by inference/checks.py
+    modality = _text(first.ds, "Modality")  # a non-CT modality is warned by inference/checks.py
 
-    spacing = _floats(first, "PixelSpacing", 2, first_path)  # (between rows, between columns)
+    spacing = first.spacing  # (between rows, between columns)
     if np.any(spacing <= 0):
-        raise UserError(f"{first_path}: PixelSpacing {_fmt(spacing)} must be positive")
+        raise UserError(f"{first.path}: PixelSpacing {_fmt(spacing)} must be positive")
+    if any(np.max(np.abs(sl.spacing - spacing)) > 1e-4 * float(np.max(spacing)) for sl in slices):
+        odd = next(sl for sl in slices if np.max(np.abs(sl.spacing - spacing)) > 1e-4 * float(np.max(spacing)))
+        raise UserError(f"{label}: pixel spacing differs between slices ({first.name}: "
+                        f"{_fmt(spacing)}, {odd.name}: {_fmt(odd.spacing)})")
     affine = np.eye(4)
     affine[:3, 0] = row_dir * spacing[1]        # i = column index: along a row
     affine[:3, 1] = col_dir * spacing[0]        # j = row index: down a column
-    affine[:3, 2] = extent / (len(members) - 1)  # k = slice index, ascending along the normal
+    affine[:3, 2] = extent / (len(slices) - 1)  # k = slice index, ascending along the normal
     affine[:3, 3] = positions[0]
 
     sop_uids, class_uids = [], []
-    for _path, ds in members:
-        sop_uids.append(_text(ds, "SOPInstanceUID") or _meta_text(ds, "MediaStorageSOPInstanceUID"))
-        class_uids.append(_text(ds, "SOPClassUID") or _meta_text(ds, "MediaStorageSOPClassUID"))
-    frames = {_text(ds, "FrameOfReferenceUID") for _p, ds in members}
-    studies = {_text(ds, "StudyInstanceUID") for _p, ds in members}
+    for sl in slices:
+        sop_uids.append(_text(sl.ds, "SOPInstanceUID") or _meta_text(sl.ds, "MediaStorageSOPInstanceUID"))
+        class_uids.append(_text(sl.ds, "SOPClassUID") or _meta_text(sl.ds, "MediaStorageSOPClassUID"))
+    frames = {_text(sl.ds, "FrameOfReferenceUID") for sl in slices}
+    studies = {_text(sl.ds, "StudyInstanceUID") for sl in slices}
     return DicomSeries(
-        folder=folder, series_uid=uid, files=[p for p, _ in members],
+        folder=folder, series_uid=uid, files=[sl.path for sl in slices],
         sop_instance_uids=sop_uids, sop_class_uids=class_uids,
         study_uid=studies.pop() if len(studies) == 1 else "",
         frame_of_reference_uid=frames.pop() if len(frames) == 1 else "",
         modality=modality, rows=size[0], columns=size[1], affine_lps=affine,
-        series_description=_text(first, "SeriesDescription"), warnings=warnings,
-        headers=[ds for _p, ds in members])
+        series_description=_text(first.ds, "SeriesDescription"), warnings=warnings,
+        headers=[sl.ds for sl in slices],
+        frame_numbers=[sl.frame for sl in slices] if multi else None,
+        positions=positions, orientation=iop0, pixel_spacing=spacing,
+        rescale=np.asarray([sl.rescale for sl in slices]) if multi else None)
 
 
 def _fmt(values) -> str:

@@ -230,6 +230,13 @@ def _read_sitk(path: Path) -> Image:
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
     if path.name.lower().endswith((".dcm", ".ima")):
+        from .dicom_series import scan_dicom_file
+
+        series = scan_dicom_file(path)  # an Enhanced CT: one file holds the whole series
+        if series is not None:
+            image = _read_dicom_series(path, None, series)
+            image.meta["format"] = "dicom"
+            return image
         _check_dicom_sizes([str(path)], path)
     try:
         img = sitk.ReadImage(str(path))
@@ -238,34 +245,76 @@ def _read_sitk(path: Path) -> Image:
     return _from_sitk(img, path, {"format": "sitk"})
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
+def _read_dicom_series(folder: Path, series_uid: str | None, series=None) -> Image:
     import SimpleITK as sitk
 
     from .dicom_series import scan_dicom_folder
 
     # pydicom picks, orders and checks the slices (the tool's own messages); ITK reads pixels.
-    series = scan_dicom_folder(folder, series_uid)
-    reader = sitk.ImageSeriesReader()
+    series = series if series is not None else scan_dicom_folder(folder, series_uid)
     # a mutated header must not allocate gigabytes (syntaxes from the headers already read)
-    _check_dicom_sizes(series.files, folder, [_syntax_of(ds) for ds in series.headers])
-    reader.SetFileNames([str(f) for f in series.files])
-    warn_display = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its gap warnings are ours, reworded
-    try:
-        img = reader.Execute()
-    except RuntimeError as exc:
-        raise UserError(f"{folder}: cannot read DICOM series {series.series_uid} ({_sitk_reason(exc)})") from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warn_display)
+    unique = list(dict.fromkeys(series.files))
+    _check_dicom_sizes(unique, folder, [_syntax_of(series.headers[series.files.index(f)]) for f in unique])
     meta = {"format": "dicom", "series_uid": series.series_uid, "series_count": series.series_count,
-            "files": len(series.files), "dicom_series": series, "warnings": list(series.warnings)}
+            "files": len(unique), "dicom_series": series, "warnings": list(series.warnings)}
     for value, key in ((series.modality, "modality"), (series.series_description, "series_description")):
         if value:
             meta[key] = value
-    image = _from_sitk(img, folder, meta)
+    if series.multiframe:
+        meta["frames"] = len(series.files)
+        image = Image(array=_multiframe_hu(series), affine=series.affine_ras, spacing=None,
+                      source=folder, header=None, meta=meta)
+        meta["dtype"] = str(image.array.dtype)
+    else:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in series.files])
+        warn_display = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # its gap warnings are ours, reworded
+        try:
+            img = reader.Execute()
+        except RuntimeError as exc:
+            raise UserError(f"{folder}: cannot read DICOM series {series.series_uid} ({_sitk_reason(exc)})") from None
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(warn_display)
+        image = _from_sitk(img, folder, meta)
     image.affine = series.affine_ras  # from the sorted headers: slice k is series.files[k]
     image.spacing = _spacing(image.affine)
     return image
+
+
+def _multiframe_hu(series) -> np.ndarray:
+    """(I, J, K) values of a multi-frame file's frames in volume order, each frame rescaled by
+    its own slope and intercept (pydicom decodes; compressed frames need its codec plugins)."""
+    import pydicom
+
+    path = series.files[0]
+    try:
+        ds = pydicom.dcmread(str(path))
+        frames = ds.pixel_array  # (F, rows, columns) in file order
+    except Exception as exc:  # noqa: BLE001 (pydicom raises many types for a codec or data problem)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = ("; compressed multi-frame files need the decoders of pip install "
+                "'transunet-app[dicom-compress]'") if _compressed(path) else ""
+        raise UserError(f"{path}: cannot decode the frames ({reason}){hint}") from None
+    if frames.ndim != 3 or frames.shape[1:] != (series.rows, series.columns):
+        raise UserError(f"{path}: pixel data of shape {frames.shape} does not match "
+                        f"{len(series.files)} frames of {series.rows}x{series.columns}")
+    index = np.asarray(series.frame_numbers) - 1
+    slope, intercept = series.rescale[:, 0], series.rescale[:, 1]
+    stack = frames[index]  # (K, rows, columns), volume order
+    if np.all(slope == 1) and np.all(intercept == np.round(intercept)):
+        hu = stack.astype(np.int32) + intercept.astype(np.int32)[:, None, None]
+        if hu.min(initial=0) >= np.iinfo(np.int16).min and hu.max(initial=0) <= np.iinfo(np.int16).max:
+            hu = hu.astype(np.int16)
+    else:
+        hu = stack.astype(np.float32) * slope.astype(np.float32)[:, None, None] \
+            + intercept.astype(np.float32)[:, None, None]
+    return np.ascontiguousarray(hu.transpose(2, 1, 0))  # (columns, rows, K) = (i, j, k)
+
+
+def _compressed(path) -> bool:
+    syntax = _transfer_syntax(path)
+    return bool(syntax is not None and syntax.is_compressed)
 
 
 #: Pixel data a compressed (encapsulated) DICOM file may declare whatever its size: lossless

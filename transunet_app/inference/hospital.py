@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.dicom_series import is_multiframe_file
 from ..errors import UserError
 from .outputs import DICOM_REFERENCING_TYPES, OUTPUT_TYPES, OutputPaths
 
@@ -50,7 +51,8 @@ class HospitalOutputs:
 
     def check_input(self, input_path: Path) -> None:
         """A SEG / RTSTRUCT needs source DICOM instances: refuse other inputs before reading."""
-        if self.referencing and Path(input_path).exists() and not Path(input_path).is_dir():
+        if self.referencing and Path(input_path).exists() and not Path(input_path).is_dir() \
+                and not is_multiframe_file(input_path):
             raise UserError(f"{input_path}: --output-type {','.join(self.referencing)} needs a DICOM "
                             f"series folder as input (this file has no DICOM instances to reference)")
 
@@ -113,3 +115,4 @@ class HospitalOutputs:
             from ..outputs import preview
 
             preview.write_preview(path, image.array, labels, image.affine, organs)
+

@@ -72,6 +72,8 @@ def write_dicom_seg(path: str | os.PathLike, labels: np.ndarray, series, organs:
     for number, organ in enumerate(organs, start=1):
         lut[organ.label] = number
     frames = np.ascontiguousarray(lut[labels.transpose(2, 1, 0)])  # (K, rows, columns), segment numbers
+    if series.multiframe:  # one SEG frame per source frame, in the source file's frame order
+        frames = frames[np.argsort(np.asarray(series.frame_numbers))]
     algorithm = algorithm_identification(provenance)
     descriptions = [
         hd.seg.SegmentDescription(
@@ -143,14 +145,20 @@ def read_dicom_seg(path: str | os.PathLike, series) -> tuple[np.ndarray, dict[in
     numbers = list(seg.get_segment_numbers())
     if max(numbers, default=0) > 255:
         raise UserError(f"{path}: {max(numbers)} segments; at most 255 fit a label map")
-    present = [u for u in series.sop_instance_uids if u in referenced]
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=present, combine_segments=True, skip_overlap_checks=True,
-        dtype=np.uint8)  # (K', rows, columns)
     volume = np.zeros((len(series.files), series.rows, series.columns), dtype=np.uint8)
-    index = {u: k for k, u in enumerate(series.sop_instance_uids)}
-    for frame, uid in zip(pixels, present):
-        volume[index[uid]] = frame
+    if series.multiframe:  # frames of one Enhanced CT file, in volume order
+        volume[:] = seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=series.sop_instance_uids[0],
+            source_frame_numbers=list(series.frame_numbers), combine_segments=True,
+            skip_overlap_checks=True, dtype=np.uint8)
+    else:
+        present = [u for u in series.sop_instance_uids if u in referenced]
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=present, combine_segments=True, skip_overlap_checks=True,
+            dtype=np.uint8)  # (K', rows, columns)
+        index = {u: k for k, u in enumerate(series.sop_instance_uids)}
+        for frame, uid in zip(pixels, present):
+            volume[index[uid]] = frame
     names = {n: str(seg.get_segment_description(n).SegmentLabel) for n in numbers}
     return np.ascontiguousarray(volume.transpose(2, 1, 0)), names
 

@@ -105,14 +105,11 @@ def write_rtstruct(path: str | os.PathLike, labels: np.ndarray, series, organs: 
         raise ValueError(f"labels {labels.shape} do not fit the series")
     if not organs:
         raise UserError(f"{series.folder}: no organ found, an RTSTRUCT needs at least one ROI")
-    headers = series.datasets()
-    src = headers[0]
-    geometry = []
-    for h in headers:
-        iop = np.asarray([float(v) for v in h.ImageOrientationPatient])
-        sp = np.asarray([float(v) for v in h.PixelSpacing])
-        geometry.append((np.asarray([float(v) for v in h.ImagePositionPatient]),
-                         iop[:3] * sp[1], iop[3:] * sp[0]))
+    src = series.datasets()[0]
+    # slice k's origin and pixel steps (LPS mm), from the positions the series was checked with
+    # (a multi-frame source keeps them in its functional groups, not in top-level attributes)
+    iop, sp = series.orientation, series.pixel_spacing
+    geometry = [(ipp, iop[:3] * sp[1], iop[3:] * sp[0]) for ipp in series.positions]
 
     now = _dt.datetime.now()
     sop_uid = generate_uid()
@@ -156,6 +153,8 @@ def write_rtstruct(path: str | os.PathLike, labels: np.ndarray, series, organs: 
         item = Dataset()
         item.ReferencedSOPClassUID = series.sop_class_uids[k]
         item.ReferencedSOPInstanceUID = series.sop_instance_uids[k]
+        if series.multiframe:  # the frame of an Enhanced CT file this contour lies on
+            item.ReferencedFrameNumber = series.frame_numbers[k]
         return item
 
     rt_series = Dataset()
