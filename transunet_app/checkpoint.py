@@ -116,13 +116,28 @@ def save_checkpoint(path, checkpoint: dict, overwrite: bool = False,
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous is not None and os.path.exists(path):
-            os.replace(path, keep_previous)  # only now: the new file is whole
+            _keep_as_previous(path, os.fspath(keep_previous))  # only now: the new file is whole
 
     try:
         atomic_write(path, write, overwrite=overwrite)
     except OSError as exc:
         raise StorageError(f"{describe_os_error(exc, path)}; checkpoint not saved, "
                            f"{os.path.basename(path)} is the previous one") from None
+
+
+def _keep_as_previous(path: str, previous: str) -> None:
+    """Make ``previous`` the file now at ``path`` while ``path`` stays in place (a hard link),
+    so that a crash before the new file is renamed in leaves ``path`` whole, never missing.
+    Where the file system has no hard links, ``path`` is moved (then, for that instant, only
+    ``previous`` holds the checkpoint; resuming falls back to it)."""
+    link = os.path.join(os.path.dirname(previous), f".{os.path.basename(previous)}.linking")
+    try:
+        if os.path.lexists(link):
+            os.remove(link)
+        os.link(path, link)
+        os.replace(link, previous)
+    except OSError:
+        os.replace(path, previous)
 
 
 class _WriteErrors:

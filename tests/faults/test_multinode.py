@@ -91,12 +91,24 @@ def _pair(port: int, run_id: str, args: list, rdzv: str) -> tuple[subprocess.Pop
 
 def _run_pair(port, run_id, args, rdzv="c10d", timeout=300):
     a, b = _pair(port, run_id, args, rdzv)
+    deadline = time.monotonic() + timeout
+    outs, hung = [None, None], []
     try:
-        outs = [p.communicate(timeout=timeout) for p in (a, b)]
+        for i, p in enumerate((a, b)):
+            try:
+                outs[i] = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                hung.append(i)
     finally:
         for p in (a, b):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
+    for i in hung:  # what it printed before the timeout is kept for this call
+        outs[i] = (a, b)[i].communicate()
+    if hung:  # say what both nodes printed, not only that one of them did not end
+        tails = "\n".join(f"--- node {i} (exit {p.returncode}) stdout:\n{o[-1500:]}\nstderr:\n{e[-3000:]}"
+                          for i, (p, (o, e)) in enumerate(zip((a, b), outs)))
+        pytest.fail(f"{len(hung)} node(s) still running after {timeout} s\n{tails}")
     return (a.returncode, b.returncode), outs
 
 

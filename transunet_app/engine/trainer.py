@@ -27,6 +27,7 @@ bit on CPU in ``train.deterministic`` mode).
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import sys
@@ -460,6 +461,7 @@ class Trainer:
                 self.log.line({"event": "replicas", "max_checksum_difference": spread})
             self.log.line({"event": "done", "iteration": self.iteration, "best": self.best_metric
                            if math.isfinite(self.best_metric) else None})
+            dist_mod.barrier(self.ctx)  # no collective of any rank still in flight at teardown
         except Exception as exc:
             if not (self.ctx.distributed and dist_mod.is_peer_failure(exc)):
                 raise
@@ -473,6 +475,12 @@ class Trainer:
         finally:
             bar.close()
             self.log.close()
+            # DDP's reducer holds the process group and its last gloo work objects: freed here,
+            # while the interpreter is whole. Freed at interpreter exit instead, they aborted a
+            # rank now and then ("terminate called without an active exception", SIGABRT), and
+            # the other node's torchrun then waited in its exit barrier (tests/faults).
+            self.ddp = None
+            gc.collect()
             dist_mod.teardown(self.ctx)
         return self.best_path if self.best_path.exists() else self.last_path
 
