@@ -253,8 +253,11 @@ def _read_dicom_series(folder: Path, series_uid: str | None, series=None) -> Ima
     # pydicom picks, orders and checks the slices (the tool's own messages); ITK reads pixels.
     series = series if series is not None else scan_dicom_folder(folder, series_uid)
     # a mutated header must not allocate gigabytes (syntaxes from the headers already read)
-    unique = list(dict.fromkeys(series.files))
-    _check_dicom_sizes(unique, folder, [_syntax_of(series.headers[series.files.index(f)]) for f in unique])
+    header_of = {}  # file -> its header (a multi-frame file is every slice's file)
+    for f, ds in zip(series.files, series.headers):
+        header_of.setdefault(f, ds)
+    unique = list(header_of)
+    _check_dicom_sizes(unique, folder, [_syntax_of(ds) for ds in header_of.values()])
     meta = {"format": "dicom", "series_uid": series.series_uid, "series_count": series.series_count,
             "files": len(unique), "dicom_series": series, "warnings": list(series.warnings)}
     for value, key in ((series.modality, "modality"), (series.series_description, "series_description")):
@@ -293,8 +296,9 @@ def _multiframe_hu(series) -> np.ndarray:
         frames = ds.pixel_array  # (F, rows, columns) in file order
     except Exception as exc:  # noqa: BLE001 (pydicom raises many types for a codec or data problem)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        syntax = _syntax_of(series.headers[0])
         hint = ("; compressed multi-frame files need the decoders of pip install "
-                "'transunet-app[dicom-compress]'") if _compressed(path) else ""
+                "'transunet-app[dicom-compress]'") if syntax is not None and syntax.is_compressed else ""
         raise UserError(f"{path}: cannot decode the frames ({reason}){hint}") from None
     if frames.ndim != 3 or frames.shape[1:] != (series.rows, series.columns):
         raise UserError(f"{path}: pixel data of shape {frames.shape} does not match "
@@ -310,11 +314,6 @@ def _multiframe_hu(series) -> np.ndarray:
         hu = stack.astype(np.float32) * slope.astype(np.float32)[:, None, None] \
             + intercept.astype(np.float32)[:, None, None]
     return np.ascontiguousarray(hu.transpose(2, 1, 0))  # (columns, rows, K) = (i, j, k)
-
-
-def _compressed(path) -> bool:
-    syntax = _transfer_syntax(path)
-    return bool(syntax is not None and syntax.is_compressed)
 
 
 #: Pixel data a compressed (encapsulated) DICOM file may declare whatever its size: lossless
