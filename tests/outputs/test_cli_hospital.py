@@ -4,6 +4,7 @@ and a failure leaves none of a case's outputs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -216,6 +217,36 @@ def test_series_that_is_not_one_volume_is_refused(hfs_series, tmp_path, problem,
                 "duplicate": "share a slice position", "single": "single slice"}[problem]
     assert expected in err and str(src) in err
 
+
+def test_copied_files_of_one_instance_are_read_once(hfs_series, tmp_path, synapse_ckpt, run_segment):
+    # an export copied twice into one folder: "IM0003 (1).dcm" beside IM0003.dcm
+    src = _copy_series(hfs_series, tmp_path / "copied")
+    for f in hfs_series.files[3:5]:
+        shutil.copyfile(f, src / f"{f.stem} (1).dcm")
+    out = tmp_path / "out"
+    code, _, err = run_segment(src, "-o", out, "--checkpoint", synapse_ckpt, "--quiet",
+                               "--output-type", "nifti,dicom-seg")
+    assert code == 0, err
+    assert "2 file(s) are copies of another file's instance" in err and "(1).dcm" in err
+    assert nib.load(str(out / "copied.nii.gz")).shape[2] == len(hfs_series.files)
+    seg = pydicom.dcmread(str(out / "copied_seg.dcm"), stop_before_pixels=True)
+    referenced = [str(i.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence
+                  for i in s.ReferencedInstanceSequence]
+    assert sorted(referenced) == sorted(hfs_series.sop_uids)  # each instance once
+
+
+def test_two_acquisitions_in_one_series_are_named(hfs_series, tmp_path, synapse_ckpt, run_segment):
+    from pydicom.uid import generate_uid
+
+    src = _copy_series(hfs_series, tmp_path / "phases")
+    second = pydicom.dcmread(str(hfs_series.files[6]))  # a second phase of slice 6
+    second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    second.AcquisitionNumber = 2
+    second.save_as(str(src / "PHASE2_0006.dcm"))
+    code, _, err = run_segment(src, "-o", tmp_path / "o", "--checkpoint", synapse_ckpt, "--quiet")
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "share a slice position" in err and "2 acquisitions (AcquisitionNumber 1, 2)" in err
+    assert "--series" not in err  # they share the series UID: --series cannot separate them
 
 def test_non_ct_modality_warns_once(hfs_series, tmp_path):
     from transunet_app.data import geometry

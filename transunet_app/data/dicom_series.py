@@ -261,6 +261,25 @@ class _Slice:
         return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
 
 
+def _drop_copies(members: list) -> tuple[list, list]:
+    """Members without second files of one instance (an export copied twice into one folder:
+    ``IM0001`` and ``IM0001 (1)``), and the (copy, kept) pairs dropped."""
+    kept, first, copies = [], {}, []
+    for path, ds in members:
+        uid = _text(ds, "SOPInstanceUID")
+        if uid and uid in first:
+            copies.append((path, first[uid]))
+            continue
+        if uid:
+            first[uid] = path
+        kept.append((path, ds))
+    return kept, copies
+
+
+def _natural(text: str):
+    return (0, int(text)) if text.isdigit() else (1, text)
+
+
 def _frame_item(ds, frame_groups, keyword: str, path, frame: int):
     """The first item of functional group ``keyword`` for a frame: per frame, else shared."""
     for groups in (frame_groups, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
@@ -296,11 +315,17 @@ def _multiframe_slices(path: Path, ds) -> list[_Slice]:
 
 def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
     label = f"{folder}: DICOM series {uid or '(no SeriesInstanceUID)'}"
+    warnings = []
+    members, copies = _drop_copies(members)
+    if copies:
+        warnings.append(f"{len(copies)} file(s) are copies of another file's instance (same "
+                        f"SOPInstanceUID), e.g. {copies[0][0].name} = {copies[0][1].name}; each "
+                        f"instance is read once")
     multi = [(p, ds) for p, ds in members if _frames(ds) > 1]
     if multi and len(members) > 1:
         raise UserError(f"{label} has {len(members)} files of which {len(multi)} multi-frame "
                         f"({multi[0][0].name}); one series must be single-frame files or one "
-                        f"multi-frame file; pass --series or split it")
+                        f"multi-frame file: move the others out of the folder")
     if multi:
         slices = _multiframe_slices(*multi[0])
     else:
@@ -335,10 +360,15 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
     gaps = np.diff(along)
     dup = np.flatnonzero(gaps < 1e-3)
     if dup.size:
-        a, b = slices[dup[0]].name, slices[dup[0] + 1].name
-        raise UserError(f"{label}: several files share a slice position ({a} and {b} at "
-                        f"{along[dup[0]]:.2f} mm along the "
-                        f"normal); duplicate or multi-phase series, pass --series or remove them")
+        a, b = slices[dup[0]], slices[dup[0] + 1]
+        acquisitions = sorted({_text(sl.ds, "AcquisitionNumber") for sl in slices} - {""}, key=_natural)
+        why = (f"the series holds {len(acquisitions)} acquisitions (AcquisitionNumber "
+               f"{', '.join(acquisitions)}): move the files of the ones not to segment out of the folder"
+               if len(acquisitions) > 1 else
+               "two images of one place (a repeated scan or a second phase in the same series): "
+               "move the files not to segment out of the folder")
+        raise UserError(f"{label}: several files share a slice position ({a.name} and {b.name} at "
+                        f"{along[dup[0]]:.2f} mm along the normal); {why}")
     extent = positions[-1] - positions[0]
     sin_tilt = np.linalg.norm(np.cross(extent / np.linalg.norm(extent), normal))
     if sin_tilt > _TILT_SIN_TOL:
@@ -346,7 +376,6 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
         raise UserError(f"{label}: slices are tilted {deg:.2f} degrees against their plane "
                         f"(gantry tilt or sheared series); resample it to an orthogonal grid first")
 
-    warnings = []
     step = float(np.median(gaps))
     uneven = np.flatnonzero(np.abs(gaps - step) > _GAP_REL_TOL * step + 1e-3)
     if uneven.size:
