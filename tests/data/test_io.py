@@ -3,6 +3,7 @@ import os
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -107,6 +108,22 @@ def test_dicom_series_gives_same_ras_affine_as_nifti(tmp_path):
     with pytest.raises(UserError, match="no DICOM series with UID 9.9"):
         read_image(tmp_path / "dicom", series_uid="9.9")
 
+
+def test_one_slice_of_a_series_names_the_folder(tmp_path):
+    # one file dragged out of a series folder: segmenting that slice alone would pass silently
+    vol = _volume((12, 10, 6))
+    write_dicom_series(sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.100")
+    write_dicom_series(sitk_from_ras(vol, LPS_AFFINE), tmp_path / "dicom", "1.2.3.4.5.200", n_first=2)
+    one = sorted((tmp_path / "dicom").iterdir())[0]
+    uid = str(pydicom.dcmread(str(one), stop_before_pixels=True).SeriesInstanceUID)
+    others = 5 if uid.endswith(".100") else 1  # the other series' files are not siblings
+    with pytest.raises(UserError, match=rf"one slice of a DICOM series whose other {others} slice\(s\) "
+                                        rf"are in .*dicom; give the folder"):
+        read_image(one)
+    lone = tmp_path / "lone" / one.name  # a slice without its series stays readable
+    lone.parent.mkdir()
+    lone.write_bytes(one.read_bytes())
+    assert read_image(lone).shape == (12, 10, 1)
 
 def test_dicom_of_left_handed_volume_matches_after_canonicalisation(tmp_path):
     from transunet_app.data.geometry import to_canonical

@@ -237,12 +237,35 @@ def _read_sitk(path: Path) -> Image:
             image = _read_dicom_series(path, None, series)
             image.meta["format"] = "dicom"
             return image
+        _refuse_one_slice_of_a_series(path)
         _check_dicom_sizes([str(path)], path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise UserError(f"{path}: not an image this tool can read ({_sitk_reason(exc)})") from None
     return _from_sitk(img, path, {"format": "sitk"})
+
+
+def _refuse_one_slice_of_a_series(path: Path) -> None:
+    """A single slice given where its series was meant (a file dragged from a series folder)
+    is refused, naming the folder: segmenting that one slice would pass silently."""
+    import pydicom
+
+    def series_uid(f) -> str | None:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            return str(ds.get("SeriesInstanceUID", "")) or None
+        except Exception:  # noqa: BLE001 (not DICOM, or unreadable: not a sibling)
+            return None
+
+    uid = series_uid(path)
+    if uid is None:
+        return
+    siblings = sum(1 for f in path.parent.iterdir() if f != path and f.is_file()
+                   and not f.name.startswith(".") and series_uid(f) == uid)
+    if siblings:
+        raise UserError(f"{path}: one slice of a DICOM series whose other {siblings} slice(s) are "
+                        f"in {path.parent}; give the folder {path.parent} to segment the series")
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None, series=None) -> Image:
