@@ -103,8 +103,13 @@ def test_dicom_series_gives_same_ras_affine_as_nifti(tmp_path):
     np.testing.assert_allclose(dicom.affine, nifti.affine, atol=1e-4)
     assert np.array_equal(dicom.array, vol)
     assert dicom.orientation == "LPS"
+    # the user learns that the folder held another series and how to read it
+    note = [w for w in dicom.meta["warnings"] if "image series in this folder" in w]
+    assert len(note) == 1 and "largest, 1.2.3.4.5.100" in note[0] and "6 slices" in note[0]
+    assert "1.2.3.4.5.200" in note[0] and "3 slices" in note[0] and "--series UID" in note[0]
     short = read_image(tmp_path / "dicom", series_uid="1.2.3.4.5.200")
     assert short.array.shape == (12, 10, 3)
+    assert not any("image series in this folder" in w for w in short.meta["warnings"])  # chosen
     with pytest.raises(UserError, match="no DICOM series with UID 9.9"):
         read_image(tmp_path / "dicom", series_uid="9.9")
 

@@ -219,6 +219,18 @@ def scan_dicom_folder(folder: str | os.PathLike, series_uid: str | None = None) 
         chosen = max(groups, key=lambda uid: (sum(_frames(ds) for _p, ds in groups[uid]), uid))
     series = _order_and_check(folder, chosen, groups[chosen])
     series.series_count = len(groups)
+    if series_uid is None and len(groups) > 1:
+        # a study exported into one folder (phases, reconstructions): say which one is read
+        def what(uid: str) -> str:
+            desc = _text(groups[uid][0][1], "SeriesDescription")
+            return (f"{uid}{f' ({desc})' if desc else ''}, "
+                    f"{sum(_frames(ds) for _p, ds in groups[uid])} slices")
+
+        others = sorted((u for u in groups if u != chosen), key=lambda u: -len(groups[u]))
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        series.warnings.append(f"{len(groups)} image series in this folder; reading the largest, "
+                               f"{what(chosen)}; the others: {'; '.join(what(u) for u in others[:3])}"
+                               f"{more} (--series UID reads another)")
     return series
 
 
