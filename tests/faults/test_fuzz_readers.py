@@ -190,17 +190,27 @@ def _mutate_dicom(raw: bytes, rng) -> bytes:
         return bytes(raw)
 
 
-def test_mutated_dicom_files(tmp_path, dicom_series):
+@pytest.mark.parametrize("pixels", ["native", "rle"])
+def test_mutated_dicom_files(tmp_path, dicom_series, pixels):
     """Byte flips, truncation or element edits (Rows, BitsAllocated, geometry ...) in some files
     of a series, read as a series folder and as single files, in a child process whose address
     space is capped at 3 GB (a reader allocating what the files cannot back fails as
-    "memory" instead of exhausting the machine)."""
+    "memory" instead of exhausting the machine). ``rle``: the series' pixel data compressed,
+    where the file size no longer bounds what a header may declare."""
     import random
-    import subprocess
-    import sys
 
-    from .conftest import REPO_ROOT, cli_env
+    import pydicom
+    from pydicom.uid import RLELossless
 
+    if pixels == "rle":
+        compressed = {}
+        for name, raw in dicom_series.items():
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            ds.compress(RLELossless, generate_instance_uid=False)
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            compressed[name] = buf.getvalue()
+        dicom_series = compressed
     rng = random.Random(20261207)
     paths = []
     names = sorted(dicom_series)
@@ -212,16 +222,93 @@ def test_mutated_dicom_files(tmp_path, dicom_series):
             raw = dicom_series[name]
             (folder / name).write_bytes(_mutate_dicom(raw, rng) if name in victims else raw)
         paths += [str(folder), str(folder / sorted(victims)[0])]
-    res = subprocess.run([sys.executable, "-c", _DICOM_READER, *paths], capture_output=True, text=True,
-                         env=cli_env(), cwd=REPO_ROOT, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    import json
-
-    results = json.loads(res.stdout.strip().splitlines()[-1])
+    results = _run_dicom_reader(paths)
     bad = [r for r in results if r[1] not in ("ok", "user")]
     assert not bad, bad[:5]
     assert sum(r[1] == "user" for r in results) >= 20  # the mutations did break files
 
+
+def _run_dicom_reader(paths) -> list:
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO_ROOT, cli_env
+
+    res = subprocess.run([sys.executable, "-c", _DICOM_READER, *paths], capture_output=True,
+                         encoding="utf-8", errors="replace", env=cli_env(), cwd=REPO_ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def enhanced_file(tmp_path_factory, dicom_series) -> bytes:
+    """The fuzz series as one Legacy Converted Enhanced CT file (highdicom)."""
+    import highdicom as hd
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    sources = [pydicom.dcmread(io.BytesIO(raw)) for raw in dicom_series.values()]
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        sources, series_instance_uid=generate_uid(), series_number=5,
+        sop_instance_uid=generate_uid(), instance_number=1)
+    buf = io.BytesIO()
+    enhanced.save_as(buf)
+    return buf.getvalue()
+
+
+def _mutate_enhanced(raw: bytes, rng) -> bytes:
+    """Byte damage, or an edit of what places and sizes the frames: top-level sizes, one frame's
+    functional groups (position, a missing group), the shared pixel spacing and rescale."""
+    import pydicom
+
+    how = rng.choice(["flip", "truncate", "top", "frame", "frame", "shared"])
+    if how in ("flip", "truncate"):
+        return _mutate_dicom(raw, rng) if how == "flip" else raw[: rng.randrange(len(raw))]
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    value = rng.choice([0, 1, 3, 64, 4096, 65535, -1, "x", "1e400", "nan", "1\\2"])
+    try:
+        if how == "top":
+            setattr(ds, rng.choice(["Rows", "Columns", "NumberOfFrames", "BitsAllocated",
+                                    "PixelRepresentation", "SamplesPerPixel"]), value)
+        elif how == "frame":
+            groups = ds.PerFrameFunctionalGroupsSequence
+            item = groups[rng.randrange(len(groups))]
+            if rng.random() < 0.3:
+                del groups[rng.randrange(len(groups))]
+            elif rng.random() < 0.5:
+                del item.PlanePositionSequence
+            else:
+                item.PlanePositionSequence[0].ImagePositionPatient = [value, 0, value]
+        else:
+            shared = ds.SharedFunctionalGroupsSequence[0]
+            if rng.random() < 0.5:
+                shared.PixelMeasuresSequence[0].PixelSpacing = [value, value]
+            else:
+                shared.PixelValueTransformationSequence[0].RescaleSlope = value
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+    except Exception:  # pydicom refuses to write that value: damage the bytes instead
+        return _mutate_dicom(raw, rng)
+
+
+def test_mutated_enhanced_ct_files(tmp_path, enhanced_file):
+    """The same contract for one multi-frame file, read as its folder and as the file."""
+    import random
+
+    rng = random.Random(20261208)
+    paths = []
+    for case in range(40):
+        folder = tmp_path / f"enhanced{case:02d}"
+        folder.mkdir()
+        (folder / "ct.dcm").write_bytes(_mutate_enhanced(enhanced_file, rng))
+        paths += [str(folder), str(folder / "ct.dcm")]
+    results = _run_dicom_reader(paths)
+    bad = [r for r in results if r[1] not in ("ok", "user")]
+    assert not bad, bad[:5]
+    assert sum(r[1] == "user" for r in results) >= 20  # the mutations did break files
+    assert any(r[1] == "ok" for r in results)  # and the reader was reached (not all refused)
 
 _yaml_text = st.one_of(
     st.text(max_size=200),

@@ -152,7 +152,10 @@ def _read_header(path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        for _element in ds.iterall():  # pydicom parses values lazily: a damaged sequence
+            pass                       # would raise later, outside this guard
+        return ds
     except InvalidDicomError:
         return None
     except Exception:  # noqa: BLE001 (a corrupt file raises many types, e.g. BytesLengthException)
