@@ -177,10 +177,15 @@ def test_per_frame_rescale_is_applied(tmp_path):
     np.testing.assert_array_equal(image.array, read_image(tmp_path / "classic").array)
 
 
-@pytest.mark.parametrize("problem", ["no_position", "mixed_with_classic"])
+@pytest.mark.parametrize("problem", ["no_position", "mixed_with_classic", "bad_rescale"])
 def test_broken_enhanced_series_is_one_line(tmp_path, problem):
     _, path = _small_enhanced(tmp_path)
-    if problem == "no_position":
+    if problem == "bad_rescale":
+        ds = pydicom.dcmread(str(path))
+        ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = "NaN"
+        ds.save_as(str(path))
+        match = r"enh\.dcm frame 1: RescaleSlope 'NaN' is not a finite number"
+    elif problem == "no_position":
         ds = pydicom.dcmread(str(path))
         del ds.PerFrameFunctionalGroupsSequence[2].PlanePositionSequence
         ds.save_as(str(path))

@@ -291,6 +291,20 @@ def _drop_copies(members: list) -> tuple[list, list]:
     return kept, copies
 
 
+def _number(ds, keyword: str, default: float, where) -> float:
+    """A finite number attribute, ``default`` when absent or empty."""
+    value = ds.get(keyword)
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise UserError(f"{where}: {keyword} {str(value)[:20]!r} is not a finite number")
+    return number
+
+
 def _natural(text: str):
     return (0, int(text)) if text.isdigit() else (1, text)
 
@@ -319,9 +333,9 @@ def _multiframe_slices(path: Path, ds) -> list[_Slice]:
         meas = _frame_item(ds, groups, "PixelMeasuresSequence", path, f)
         try:
             tr = _frame_item(ds, groups, "PixelValueTransformationSequence", path, f)
-            rescale = (float(tr.get("RescaleSlope", 1) or 1), float(tr.get("RescaleIntercept", 0) or 0))
         except UserError:
-            rescale = (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0))
+            tr = ds  # no functional group: the top-level attributes, if any
+        rescale = (_number(tr, "RescaleSlope", 1.0, what), _number(tr, "RescaleIntercept", 0.0, what))
         out.append(_Slice(path, ds, f, _floats(ori, "ImageOrientationPatient", 6, what),
                           _floats(pos, "ImagePositionPatient", 3, what),
                           _floats(meas, "PixelSpacing", 2, what), rescale))
