@@ -90,7 +90,7 @@ def test_roi_subset_reaches_every_output(hfs_series, tmp_path, synapse_ckpt, run
     assert {str(s.SegmentLabel) for s in seg.SegmentSequence} <= keep
     rt = pydicom.dcmread(str(out / f"{case}_rtstruct.dcm"))
     assert {str(r.ROIName) for r in rt.StructureSetROISequence} <= keep
-    html = (out / f"{case}_report.html").read_text()
+    html = (out / f"{case}_report.html").read_text(encoding="utf-8")
     assert "pancreas" not in html.lower() and "gallbladder" not in html.lower()
     png = (out / f"{case}_preview.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -275,18 +275,18 @@ def test_report_from_series_and_seg_matches_nifti_report(hfs_series, tmp_path, s
     assert code == 0, err
 
     def data(path):
-        html = path.read_text()
+        html = path.read_text(encoding="utf-8")
         start = html.index('id="report-data">') + len('id="report-data">')
         return json.loads(html[start:html.index("</script>", start)])
 
-    html = (tmp_path / "from_seg.html").read_text()
+    html = (tmp_path / "from_seg.html").read_text(encoding="utf-8")
     # it names the files given, not its temporary NIfTI copies of the series and the SEG
     assert f"<dt>CT image</dt><dd>{hfs_series.folder}</dd>" in html and ".report_" not in html
     assert f"<dt>Label names from</dt><dd>{out / f'{case}_seg.dcm'} (segment labels)</dd>" in html
     seg_stats, nii_stats = data(tmp_path / "from_seg.html")["statistics"], data(tmp_path / "from_nifti.html")["statistics"]
     found = {n: s["volume_ml"] for n, s in nii_stats.items() if s["status"] != "absent"}
     assert found and {n: s["volume_ml"] for n, s in seg_stats.items()} == found
-    assert "TransUNet" in (tmp_path / "from_seg.html").read_text() or "tiny" in (tmp_path / "from_seg.html").read_text()
+    assert "TransUNet" in (tmp_path / "from_seg.html").read_text(encoding="utf-8") or "tiny" in (tmp_path / "from_seg.html").read_text(encoding="utf-8")
 
 
 def test_folder_of_series_folders_gives_each_its_own_set(tmp_path, ct_volume, synapse_ckpt, run_segment):
@@ -355,7 +355,7 @@ def test_report_of_a_series_folder_named_ct(hfs_series, tmp_path, synapse_ckpt, 
     assert code == 0, err
     expected = {"ct.json", "ct_report.html"} | ({"ct.nii.gz"} if types == "nifti" else {"ct_seg.dcm"})
     assert {p.name for p in out.iterdir()} == expected  # no scratch or temporary file left
-    html = (out / "ct_report.html").read_text()
+    html = (out / "ct_report.html").read_text(encoding="utf-8")
     # the report names the files the user keeps, not the scratch copies it was built from
     labels = out / ("ct.nii.gz" if types == "nifti" else "ct_seg.dcm")
     assert f"<dt>CT image</dt><dd>{src}</dd>" in html and f"<dt>Label map</dt><dd>{labels}</dd>" in html

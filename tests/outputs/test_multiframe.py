@@ -80,7 +80,7 @@ def test_segment_enhanced_ct_writes_seg_and_rtstruct_on_its_frames(enhanced, tmp
     case = path.parent.name
     nifti = nib.load(str(out / f"{case}.nii.gz"))
     labels = np.asarray(nifti.dataobj)
-    classes = json.loads((out / f"{case}.json").read_text())["labels"]
+    classes = json.loads((out / f"{case}.json").read_text(encoding="utf-8"))["labels"]
     # frame f of the source lies at slice k of the NIfTI: found from its own position
     to_voxel = np.linalg.inv(np.diag([-1.0, -1.0, 1.0, 1.0]) @ nifti.affine)
     ks = [(to_voxel @ np.append(p, 1.0))[2] for p in frame_positions(path)]
@@ -133,7 +133,7 @@ def test_segment_enhanced_ct_writes_seg_and_rtstruct_on_its_frames(enhanced, tmp
     assert code == 0, err
 
     def volumes(html_path):
-        html = html_path.read_text()
+        html = html_path.read_text(encoding="utf-8")
         start = html.index('id="report-data">') + len('id="report-data">')
         stats = json.loads(html[start:html.index("</script>", start)])["statistics"]
         return {n: s["volume_ml"] for n, s in stats.items() if s["status"] != "absent"}
