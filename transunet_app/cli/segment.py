@@ -87,9 +87,10 @@ def _is_dicom_file(path: Path) -> bool:
         return False
     if path.suffix.lower() in (".dcm", ".ima"):
         return True
+    from pydicom.misc import is_dicom
+
     try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:] == b"DICM"
+        return is_dicom(path)
     except OSError:
         return False
 
@@ -221,18 +222,15 @@ def _hospital_settings(args) -> dict:
 def _check_hospital_options(args, inputs, class_names=None) -> None:
     """Before any model is loaded (and again with the classes once it is): refuse a
     SEG/RTSTRUCT for non-DICOM inputs and unknown --roi-subset names, one line each."""
-    from ..errors import UserError
     from ..inference.outputs import DICOM_REFERENCING_TYPES, parse_output_types
 
     types = parse_output_types(args.output_type)
     referencing = [t for t in types if t in DICOM_REFERENCING_TYPES]
     if referencing:
-        from ..data.dicom_series import is_multiframe_file
+        from ..inference.hospital import refuse_unreferencable_input
 
-        files = [p for p in inputs if p.exists() and not p.is_dir() and not is_multiframe_file(p)]
-        if files:
-            raise UserError(f"{files[0]}: --output-type {','.join(referencing)} needs DICOM series "
-                            f"folders as input (this file has no DICOM instances to reference)")
+        for p in inputs:
+            refuse_unreferencable_input(p, referencing)
     if class_names is not None:
         from ..outputs.organs import parse_roi_subset
 

@@ -309,11 +309,14 @@ def _natural(text: str):
     return (0, int(text)) if text.isdigit() else (1, text)
 
 
-def _frame_item(ds, frame_groups, keyword: str, path, frame: int):
-    """The first item of functional group ``keyword`` for a frame: per frame, else shared."""
+def _frame_item(ds, frame_groups, keyword: str, path, frame: int, required: bool = True):
+    """The first item of functional group ``keyword`` for a frame: per frame, else shared
+    (None when absent and not ``required``)."""
     for groups in (frame_groups, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
         if groups is not None and keyword in groups and len(groups.get(keyword)) > 0:
             return groups.get(keyword)[0]
+    if not required:
+        return None
     raise UserError(f"{path}: frame {frame} has no {keyword}; cannot place it in space")
 
 
@@ -331,10 +334,8 @@ def _multiframe_slices(path: Path, ds) -> list[_Slice]:
         pos = _frame_item(ds, groups, "PlanePositionSequence", path, f)
         ori = _frame_item(ds, groups, "PlaneOrientationSequence", path, f)
         meas = _frame_item(ds, groups, "PixelMeasuresSequence", path, f)
-        try:
-            tr = _frame_item(ds, groups, "PixelValueTransformationSequence", path, f)
-        except UserError:
-            tr = ds  # no functional group: the top-level attributes, if any
+        tr = _frame_item(ds, groups, "PixelValueTransformationSequence", path, f, required=False)
+        tr = ds if tr is None else tr  # no functional group: the top-level attributes, if any
         rescale = (_number(tr, "RescaleSlope", 1.0, what), _number(tr, "RescaleIntercept", 0.0, what))
         out.append(_Slice(path, ds, f, _floats(ori, "ImageOrientationPatient", 6, what),
                           _floats(pos, "ImagePositionPatient", 3, what),
@@ -424,8 +425,9 @@ def _order_and_check(folder: Path, uid: str, members: list) -> DicomSeries:
     spacing = first.spacing  # (between rows, between columns)
     if np.any(spacing <= 0):
         raise UserError(f"{first.path}: PixelSpacing {_fmt(spacing)} must be positive")
-    if any(np.max(np.abs(sl.spacing - spacing)) > 1e-4 * float(np.max(spacing)) for sl in slices):
-        odd = next(sl for sl in slices if np.max(np.abs(sl.spacing - spacing)) > 1e-4 * float(np.max(spacing)))
+    odd = next((sl for sl in slices
+                if np.max(np.abs(sl.spacing - spacing)) > 1e-4 * float(np.max(spacing))), None)
+    if odd is not None:
         raise UserError(f"{label}: pixel spacing differs between slices ({first.name}: "
                         f"{_fmt(spacing)}, {odd.name}: {_fmt(odd.spacing)})")
     affine = np.eye(4)

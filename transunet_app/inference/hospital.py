@@ -17,6 +17,15 @@ from ..errors import UserError
 from .outputs import DICOM_REFERENCING_TYPES, OUTPUT_TYPES, OutputPaths
 
 
+def refuse_unreferencable_input(input_path, referencing) -> None:
+    """Refuse a file input when ``referencing`` output types (SEG, RTSTRUCT) need the source's
+    DICOM instances: only a series folder or one Enhanced CT file has them."""
+    path = Path(input_path)
+    if referencing and path.exists() and not path.is_dir() and not is_multiframe_file(path):
+        raise UserError(f"{path}: --output-type {','.join(referencing)} needs a DICOM series "
+                        f"folder as input (this file has no DICOM instances to reference)")
+
+
 class HospitalOutputs:
     """What to write besides the NIfTI outputs, and the checks that must pass first.
 
@@ -51,10 +60,7 @@ class HospitalOutputs:
 
     def check_input(self, input_path: Path) -> None:
         """A SEG / RTSTRUCT needs source DICOM instances: refuse other inputs before reading."""
-        if self.referencing and Path(input_path).exists() and not Path(input_path).is_dir() \
-                and not is_multiframe_file(input_path):
-            raise UserError(f"{input_path}: --output-type {','.join(self.referencing)} needs a DICOM "
-                            f"series folder as input (this file has no DICOM instances to reference)")
+        refuse_unreferencable_input(input_path, self.referencing)
 
     def check_image(self, image) -> None:
         """After reading, before inference: the series must be referencable."""
